@@ -1,0 +1,1 @@
+"""Batch layer: staging -> raw loads in Postgres, runs, refresh modes, jobs."""

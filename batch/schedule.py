@@ -1,0 +1,63 @@
+"""Schedules: rq-scheduler entries for every source with ``schedule: {every|cron|full_refresh}``.
+
+cxd-ingest registers them at start and re-registers any that vanished. Entry ids are
+deterministic, so registering twice (two cxd-ingest, a restart) never doubles a schedule.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+from rq_scheduler import Scheduler
+
+from batch.jobs import QUEUE
+from cxd.catalog import SourceSpec, parse_duration
+from cxd.stores import Stores, process_stores
+
+log = logging.getLogger(__name__)
+
+
+def scheduled_run(dataset: str, mode: str) -> int:
+    """What a schedule enqueues: a run of ``dataset`` in ``mode``."""
+    from batch.jobs import enqueue_run
+
+    return enqueue_run(process_stores(), dataset, mode)
+
+
+def scheduler(stores: Stores) -> Scheduler:
+    """The rq-scheduler on the stores' Redis."""
+    return Scheduler(queue_name=QUEUE, connection=stores.redis)
+
+
+def entry_ids(spec: SourceSpec) -> dict[str, tuple[str, str, object]]:
+    """Wanted schedule entries of a source: id -> (kind, mode, interval or cron)."""
+    out: dict[str, tuple[str, str, object]] = {}
+    sched = spec.schedule or {}
+    if "every" in sched:
+        out[f"cxd-schedule-{spec.name}-every"] = ("every", "incremental", parse_duration(sched["every"]))
+    if "cron" in sched:
+        out[f"cxd-schedule-{spec.name}-cron"] = ("cron", "incremental", sched["cron"])
+    if "full_refresh" in sched:
+        out[f"cxd-schedule-{spec.name}-full"] = ("cron", "full", sched["full_refresh"])
+    return out
+
+
+def register_schedules(stores: Stores, specs: list[SourceSpec]) -> int:
+    """Make sure every wanted schedule entry exists; return how many were (re)added."""
+    sch = scheduler(stores)
+    added = 0
+    for spec in specs:
+        for job_id, (kind, mode, when) in entry_ids(spec).items():
+            if job_id in sch:
+                continue
+            if kind == "every":
+                sch.schedule(
+                    datetime.now(UTC), scheduled_run, args=[spec.name, mode], interval=int(when),
+                    repeat=None, id=job_id, queue_name=QUEUE, result_ttl=600,
+                )  # fmt: skip
+            else:
+                sch.cron(str(when), scheduled_run, args=[spec.name, mode], id=job_id, queue_name=QUEUE, use_local_timezone=False)
+            added += 1
+            log.info("scheduled %s (%s %s)", job_id, kind, when)
+    return added

@@ -1,0 +1,177 @@
+"""REST API (``/api``): sources, runs, datasets, saved queries, ad-hoc SQL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, current_app, jsonify, request
+
+from batch import runs
+from batch.jobs import enqueue_run
+from batch.load import get_watermark
+from batch.tables import register_dataset
+from cxd.catalog import get_source, list_sources, parse_source, save_source
+from cxd.errors import BadInput, NotFound
+from cxd.stores import Stores
+from query_router import explain, run_query
+from query_router.saved import get_query, list_queries, save_query
+from serving.auth import needs
+from speed.stream import backlog, high_water
+
+api = Blueprint("api", __name__, url_prefix="/api")
+
+
+def stores() -> Stores:
+    """The open stores of this app."""
+    return current_app.extensions["cxd.stores"]
+
+
+def body() -> Any:
+    """The request's JSON body, or a 400 saying it is missing."""
+    data = request.get_json(silent=True)
+    if data is None:
+        raise BadInput("the request body must be JSON")
+    return data
+
+
+@api.get("/health")
+@needs("read")
+def health():
+    """Both stores answer."""
+    stores().db.fetchone("SELECT 1 AS ok")
+    stores().redis.ping()
+    return jsonify({"status": "ok"})
+
+
+# --- sources and runs -------------------------------------------------------------------
+
+
+@api.get("/sources")
+@needs("read")
+def sources_list():
+    return jsonify([s.public() for s in list_sources(stores().db)])
+
+
+@api.post("/sources")
+@needs("admin")
+def sources_create():
+    spec = parse_source(body(), where="body")
+    try:
+        get_source(stores().db, spec.name)
+    except NotFound:
+        pass
+    else:
+        raise BadInput(f"a source named {spec.name!r} exists; PUT /api/sources/{spec.name} changes it", status=409)
+    save_source(stores().db, spec, origin="api")
+    register_dataset(stores().db, spec)
+    return jsonify(spec.public()), 201
+
+
+@api.get("/sources/<name>")
+@needs("read")
+def sources_get(name: str):
+    return jsonify(get_source(stores().db, name).public())
+
+
+@api.post("/sources/<name>/runs")
+@needs("admin")
+def runs_create(name: str):
+    mode = (request.get_json(silent=True) or {}).get("mode", "incremental")
+    return jsonify({"run_id": enqueue_run(stores(), name, mode)}), 202
+
+
+@api.get("/runs/<int:run_id>")
+@needs("read")
+def runs_get(run_id: int):
+    return jsonify(runs.get_run(stores().db, run_id))
+
+
+@api.get("/runs")
+@needs("read")
+def runs_list():
+    return jsonify(runs.list_runs(stores().db, request.args.get("dataset")))
+
+
+# --- datasets ---------------------------------------------------------------------------
+
+
+def dataset_info(name: str) -> dict[str, Any]:
+    """Schema, kind, rows, watermark, speed backlog and last run of a dataset."""
+    spec = get_source(stores().db, name)
+    rows = stores().db.fetchone(
+        "SELECT coalesce(c.reltuples, 0)::bigint AS n FROM pg_class c JOIN pg_namespace n"
+        " ON n.oid = c.relnamespace WHERE n.nspname = 'raw' AND c.relname = %s",
+        (name,),
+    )
+    last = runs.list_runs(stores().db, name, limit=1)
+    return {
+        "name": name,
+        "kind": spec.kind,
+        "columns": [{"name": c.name, "type": c.type} for c in spec.columns],
+        "key": spec.key,
+        "time_column": spec.time_column,
+        "rows_estimate": max(int(rows["n"]), 0) if rows else 0,
+        "watermark": get_watermark(stores().db, name),
+        "speed_high_water": high_water(stores().redis, name),
+        "speed_backlog": backlog(stores().redis, name),
+        "last_run": last[0] if last else None,
+    }
+
+
+@api.get("/datasets")
+@needs("read")
+def datasets_list():
+    return jsonify([dataset_info(s.name) for s in list_sources(stores().db)])
+
+
+@api.get("/datasets/<name>")
+@needs("read")
+def datasets_get(name: str):
+    return jsonify(dataset_info(name))
+
+
+# --- queries ----------------------------------------------------------------------------
+
+
+@api.post("/queries")
+@needs("analyst")
+def queries_save():
+    return jsonify(save_query(stores(), body())), 201
+
+
+@api.get("/queries")
+@needs("read")
+def queries_list():
+    return jsonify(list_queries(stores()))
+
+
+@api.get("/queries/<name>")
+@needs("read")
+def queries_get(name: str):
+    return jsonify(get_query(stores(), name))
+
+
+@api.get("/queries/<name>/results")
+@needs("read")
+def queries_results(name: str):
+    q = get_query(stores(), name)
+    return jsonify(run_query(stores(), q["sql"], q["params"], request.args.to_dict()))
+
+
+@api.get("/queries/<name>/plan")
+@needs("read")
+def queries_plan(name: str):
+    q = get_query(stores(), name)
+    return jsonify(explain(stores(), q["sql"], q["params"]))
+
+
+@api.post("/sql")
+@needs("analyst")
+def sql_adhoc():
+    data = body()
+    if not isinstance(data, dict) or not isinstance(data.get("sql"), str):
+        raise BadInput('send {"sql": "...", "params": {...}}')
+    values = data.get("params") or {}
+    if not isinstance(values, dict):
+        raise BadInput("params must be an object of name -> value")
+    return jsonify(run_query(stores(), data["sql"], None, values))

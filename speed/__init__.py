@@ -1,0 +1,1 @@
+"""Speed layer: live events in Redis streams since the batch watermark, handed to batch once."""
