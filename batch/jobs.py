@@ -66,9 +66,13 @@ def execute_run(stores: Stores, run_id: int) -> dict[str, Any]:
         frames = [to_frame(spec, plugin.ingest(p)) for p in payloads]
         frame = pd.concat(frames, ignore_index=True) if frames else to_frame(spec, [])
         step = "load"
-        loaded = load_rows(db, spec, frame, run_id=run_id, cursor=plugin.next_cursor(cursor, payloads))
+        loaded = load_rows(
+            db, spec, frame, run_id=run_id, cursor=plugin.next_cursor(cursor, payloads)
+        )
         runs.update_run(db, run_id, "succeeded", rows_fetched=len(frame), rows_loaded=loaded)
-        runs.log_run(db, run_id, "loaded", rows=loaded, seconds=round(time.monotonic() - started, 3))
+        runs.log_run(
+            db, run_id, "loaded", rows=loaded, seconds=round(time.monotonic() - started, 3)
+        )
     except Exception as exc:
         message = exc.message if isinstance(exc, CxdError) else f"{type(exc).__name__}: {exc}"
         log.warning("run %s of %s failed at %s: %s", run_id, run["dataset"], step, message)

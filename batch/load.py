@@ -64,8 +64,12 @@ def load_rows(
     cols = spec.column_names
     ident = sql.SQL(", ").join(map(sql.Identifier, cols))
     with db.connection() as conn, conn.cursor() as cur:
-        cur.execute("INSERT INTO cxd.watermarks (dataset) VALUES (%s) ON CONFLICT DO NOTHING", (spec.name,))
-        cur.execute("SELECT stream_id FROM cxd.watermarks WHERE dataset = %s FOR UPDATE", (spec.name,))
+        cur.execute(
+            "INSERT INTO cxd.watermarks (dataset) VALUES (%s) ON CONFLICT DO NOTHING", (spec.name,)
+        )
+        cur.execute(
+            "SELECT stream_id FROM cxd.watermarks WHERE dataset = %s FOR UPDATE", (spec.name,)
+        )
         ensure_tables(cur, spec)
         cur.execute(sql.SQL("TRUNCATE {}").format(staging_table(spec.name)))
         if len(frame):
@@ -91,11 +95,17 @@ def load_rows(
             others = [c for c in cols if c not in unique]
             if others:
                 assign = sql.SQL(", ").join(
-                    sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in [*others, "_stream_id"]
+                    sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c))
+                    for c in [*others, "_stream_id"]
                 )
                 changed = sql.SQL("({}) IS DISTINCT FROM ({})").format(
-                    sql.SQL(", ").join(sql.SQL("{}.{}").format(raw_table(spec.name), sql.Identifier(c)) for c in others),
-                    sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(sql.Identifier(c)) for c in others),
+                    sql.SQL(", ").join(
+                        sql.SQL("{}.{}").format(raw_table(spec.name), sql.Identifier(c))
+                        for c in others
+                    ),
+                    sql.SQL(", ").join(
+                        sql.SQL("EXCLUDED.{}").format(sql.Identifier(c)) for c in others
+                    ),
                 )
                 insert += sql.SQL(
                     " ON CONFLICT ({u}) DO UPDATE SET {a}, _seq = nextval('cxd.change_seq'),"
@@ -118,7 +128,9 @@ def load_rows(
         if run_id is not None:
             sets.append("last_run_id = %s")
             params.append(run_id)
-        cur.execute(f"UPDATE cxd.watermarks SET {', '.join(sets)} WHERE dataset = %s", (*params, spec.name))
+        cur.execute(
+            f"UPDATE cxd.watermarks SET {', '.join(sets)} WHERE dataset = %s", (*params, spec.name)
+        )
         cur.execute(sql.SQL("TRUNCATE {}").format(staging_table(spec.name)))
     return changed_rows
 

@@ -64,5 +64,7 @@ def get_run(db, run_id: int) -> dict[str, Any]:
 def list_runs(db, dataset: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
     """The newest runs, optionally of one dataset."""
     if dataset:
-        return db.fetchall("SELECT * FROM cxd.runs WHERE dataset = %s ORDER BY id DESC LIMIT %s", (dataset, limit))
+        return db.fetchall(
+            "SELECT * FROM cxd.runs WHERE dataset = %s ORDER BY id DESC LIMIT %s", (dataset, limit)
+        )
     return db.fetchall("SELECT * FROM cxd.runs ORDER BY id DESC LIMIT %s", (limit,))

@@ -35,7 +35,11 @@ def entry_ids(spec: SourceSpec) -> dict[str, tuple[str, str, object]]:
     out: dict[str, tuple[str, str, object]] = {}
     sched = spec.schedule or {}
     if "every" in sched:
-        out[f"cxd-schedule-{spec.name}-every"] = ("every", "incremental", parse_duration(sched["every"]))
+        out[f"cxd-schedule-{spec.name}-every"] = (
+            "every",
+            "incremental",
+            parse_duration(sched["every"]),
+        )
     if "cron" in sched:
         out[f"cxd-schedule-{spec.name}-cron"] = ("cron", "incremental", sched["cron"])
     if "full_refresh" in sched:
@@ -57,7 +61,14 @@ def register_schedules(stores: Stores, specs: list[SourceSpec]) -> int:
                     repeat=None, id=job_id, queue_name=QUEUE, result_ttl=600,
                 )  # fmt: skip
             else:
-                sch.cron(str(when), scheduled_run, args=[spec.name, mode], id=job_id, queue_name=QUEUE, use_local_timezone=False)
+                sch.cron(
+                    str(when),
+                    scheduled_run,
+                    args=[spec.name, mode],
+                    id=job_id,
+                    queue_name=QUEUE,
+                    use_local_timezone=False,
+                )
             added += 1
             log.info("scheduled %s (%s %s)", job_id, kind, when)
     return added

@@ -79,14 +79,16 @@ def ensure_tables(cur, spec: SourceSpec) -> None:
                         )
                     )
         return
-    declared = [sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.type)) for c in spec.columns]
+    declared = [
+        sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.type)) for c in spec.columns
+    ]
     engine = [sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in ENGINE_DDL]
     cur.execute(
-        sql.SQL("CREATE TABLE {} ({})").format(raw_table(spec.name), sql.SQL(", ").join(declared + engine))
+        sql.SQL("CREATE TABLE {} ({})").format(
+            raw_table(spec.name), sql.SQL(", ").join(declared + engine)
+        )
     )
-    cur.execute(
-        sql.SQL("CREATE INDEX ON {} (_seq)").format(raw_table(spec.name))
-    )
+    cur.execute(sql.SQL("CREATE INDEX ON {} (_seq)").format(raw_table(spec.name)))
     unique = unique_columns(spec)
     if unique:
         cur.execute(
@@ -96,7 +98,9 @@ def ensure_tables(cur, spec: SourceSpec) -> None:
         )
     if spec.time_column:
         cur.execute(
-            sql.SQL("CREATE INDEX ON {} ({})").format(raw_table(spec.name), sql.Identifier(spec.time_column))
+            sql.SQL("CREATE INDEX ON {} ({})").format(
+                raw_table(spec.name), sql.Identifier(spec.time_column)
+            )
         )
     cur.execute(
         sql.SQL("CREATE UNLOGGED TABLE IF NOT EXISTS {} ({}, _stream_id text)").format(

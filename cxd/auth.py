@@ -9,7 +9,12 @@ from cxd.errors import BadInput, Forbidden, Unauthorized
 
 ROLES = ("read", "ingest", "analyst", "admin")
 # what each role may do: admin implies every other role; analyst implies read
-IMPLIES = {"admin": set(ROLES), "analyst": {"analyst", "read"}, "ingest": {"ingest"}, "read": {"read"}}
+IMPLIES = {
+    "admin": set(ROLES),
+    "analyst": {"analyst", "read"},
+    "ingest": {"ingest"},
+    "read": {"read"},
+}
 
 
 def _hash(token: str) -> str:
@@ -21,7 +26,10 @@ def create_token(db, role: str, name: str | None = None) -> str:
     if role not in ROLES:
         raise BadInput(f"role must be one of {', '.join(ROLES)}; got {role!r}")
     token = f"cxd_{secrets.token_urlsafe(32)}"
-    db.execute("INSERT INTO cxd.tokens (token_hash, role, name) VALUES (%s, %s, %s)", (_hash(token), role, name))
+    db.execute(
+        "INSERT INTO cxd.tokens (token_hash, role, name) VALUES (%s, %s, %s)",
+        (_hash(token), role, name),
+    )
     return token
 
 
@@ -29,7 +37,9 @@ def role_of(db, token: str | None) -> str:
     """The role of a valid token; Unauthorized for a missing, unknown or revoked one."""
     if not token:
         raise Unauthorized("a bearer token is required (Authorization: Bearer TOKEN)")
-    row = db.fetchone("SELECT role FROM cxd.tokens WHERE token_hash = %s AND revoked_at IS NULL", (_hash(token),))
+    row = db.fetchone(
+        "SELECT role FROM cxd.tokens WHERE token_hash = %s AND revoked_at IS NULL", (_hash(token),)
+    )
     if row is None:
         raise Unauthorized("the token is not valid")
     return row["role"]

@@ -120,7 +120,10 @@ def parse_source(raw: Any, where: str = "source") -> SourceSpec:
     """Check one declaration and return its spec; raise BadInput listing every problem."""
     problems: list[str] = []
     if not isinstance(raw, dict):
-        raise BadInput(f"{where}: a source must be a mapping", details={"problems": [f"{where}: not a mapping"]})
+        raise BadInput(
+            f"{where}: a source must be a mapping",
+            details={"problems": [f"{where}: not a mapping"]},
+        )
 
     def bad(path: str, message: str) -> None:
         problems.append(f"{where}.{path}: {message}")
@@ -246,7 +249,9 @@ def load_config(path: Path) -> list[SourceSpec]:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"CXD_CONFIG {path}: not valid YAML{at}: {getattr(exc, 'problem', exc)}") from None
+        raise ConfigError(
+            f"CXD_CONFIG {path}: not valid YAML{at}: {getattr(exc, 'problem', exc)}"
+        ) from None
     if not isinstance(doc, dict) or not isinstance(doc.get("sources", []), list):
         raise ConfigError(f"CXD_CONFIG {path}: expected a mapping with a 'sources' list")
     specs, problems = [], []
@@ -262,7 +267,9 @@ def load_config(path: Path) -> list[SourceSpec]:
         names.add(spec.name)
         specs.append(spec)
     if problems:
-        raise ConfigError(f"CXD_CONFIG {path} has {len(problems)} problem(s):\n  " + "\n  ".join(problems))
+        raise ConfigError(
+            f"CXD_CONFIG {path} has {len(problems)} problem(s):\n  " + "\n  ".join(problems)
+        )
     return specs
 
 
@@ -289,7 +296,9 @@ def save_source(db, spec: SourceSpec, origin: str = "api") -> None:
             " key = EXCLUDED.key, time_column = EXCLUDED.time_column, updated_at = now()",
             (spec.name, spec.kind, json.dumps(cols), spec.key, spec.time_column),
         )
-        cur.execute("INSERT INTO cxd.watermarks (dataset) VALUES (%s) ON CONFLICT DO NOTHING", (spec.name,))
+        cur.execute(
+            "INSERT INTO cxd.watermarks (dataset) VALUES (%s) ON CONFLICT DO NOTHING", (spec.name,)
+        )
 
 
 def get_source(db, name: str) -> SourceSpec:

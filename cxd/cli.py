@@ -55,15 +55,22 @@ def _child_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def cmd_up(args, extra: list[tuple[str, str]] | None = None, settings: Settings | None = None) -> int:
+def cmd_up(
+    args, extra: list[tuple[str, str]] | None = None, settings: Settings | None = None
+) -> int:
     from cxd.bootstrap import prepare, sync_config
     from cxd.supervisor import default_procfile, run
 
     settings = settings or load_settings()
     settings = prepare(settings)
     sync_config(settings)
-    print(f"cxd up: stores ready (home {settings.home}); starting web, ingest, worker, scheduler", flush=True)
-    return run(default_procfile() + (extra or []), _child_env(settings), pidfile=settings.home / "up.pid")
+    print(
+        f"cxd up: stores ready (home {settings.home}); starting web, ingest, worker, scheduler",
+        flush=True,
+    )
+    return run(
+        default_procfile() + (extra or []), _child_env(settings), pidfile=settings.home / "up.pid"
+    )
 
 
 def cmd_down(args) -> int:
@@ -84,7 +91,9 @@ def cmd_down(args) -> int:
             print(f"stopped cxd up (pid {pid})")
     pg = embedded.stop_postgres(settings.home)
     rd = embedded.stop_redis(settings.home)
-    print(f"embedded Postgres {'stopped' if pg else 'was not running'}; embedded Redis {'stopped' if rd else 'was not running'}")
+    print(
+        f"embedded Postgres {'stopped' if pg else 'was not running'}; embedded Redis {'stopped' if rd else 'was not running'}"
+    )
     return 0
 
 
@@ -164,7 +173,9 @@ def cmd_run(args) -> int:
     if run["status"] != "succeeded":
         print(f"run {run_id} failed at {run['error_step']}: {run['error']}", file=sys.stderr)
         return 1
-    print(f"run {run_id} succeeded: {run['rows_fetched']} rows fetched, {run['rows_loaded']} loaded")
+    print(
+        f"run {run_id} succeeded: {run['rows_fetched']} rows fetched, {run['rows_loaded']} loaded"
+    )
     return 0
 
 
@@ -228,10 +239,18 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``cxd``."""
     p = argparse.ArgumentParser(prog="cxd", description="cxd: Lambda-architecture data engine")
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("init", help="create or migrate the metadata schema and load cxd.yml").set_defaults(fn=cmd_init)
-    sub.add_parser("up", help="run web, ingest, worker and scheduler in the foreground").set_defaults(fn=cmd_up)
-    sub.add_parser("down", help="stop cxd up and the embedded stores of CXD_HOME").set_defaults(fn=cmd_down)
-    sub.add_parser("demo", help="run the demo sources and everything else").set_defaults(fn=cmd_demo)
+    sub.add_parser(
+        "init", help="create or migrate the metadata schema and load cxd.yml"
+    ).set_defaults(fn=cmd_init)
+    sub.add_parser(
+        "up", help="run web, ingest, worker and scheduler in the foreground"
+    ).set_defaults(fn=cmd_up)
+    sub.add_parser("down", help="stop cxd up and the embedded stores of CXD_HOME").set_defaults(
+        fn=cmd_down
+    )
+    sub.add_parser("demo", help="run the demo sources and everything else").set_defaults(
+        fn=cmd_demo
+    )
     sub.add_parser("demo-feed", help=argparse.SUPPRESS).set_defaults(fn=cmd_demo_feed)
     s = sub.add_parser("status", help="datasets, last runs, watermarks and backlogs")
     s.add_argument("--json", action="store_true")

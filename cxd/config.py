@@ -117,5 +117,7 @@ def ensure_home(settings: Settings) -> Path:
         probe.write_text("ok")
         probe.unlink()
     except OSError as exc:
-        raise ConfigError(f"CXD_HOME={str(home)!r} is not a writable directory ({exc.strerror})") from None
+        raise ConfigError(
+            f"CXD_HOME={str(home)!r} is not a writable directory ({exc.strerror})"
+        ) from None
     return home

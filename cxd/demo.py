@@ -88,7 +88,9 @@ def write_production_file(folder: Path, start: datetime, count: int, rng: random
     lines = ["product_id,machine,product,made_at"]
     for i in range(count):
         at = start + timedelta(minutes=i)
-        lines.append(f"P{at:%Y%m%d%H%M}-{i},{rng.choice(MACHINES)},{rng.choice(PRODUCTS)},{at.isoformat()}")
+        lines.append(
+            f"P{at:%Y%m%d%H%M}-{i},{rng.choice(MACHINES)},{rng.choice(PRODUCTS)},{at.isoformat()}"
+        )
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -146,7 +148,9 @@ def feed(settings: Settings, interval: float = 1.0) -> int:
     session.headers["Authorization"] = f"Bearer {token}"
     n = 0
     files = sorted((folder / "data/production").glob("*.csv"))
-    products = [line.split(",")[:2] for line in files[-1].read_text().splitlines()[1:]] if files else []
+    products = (
+        [line.split(",")[:2] for line in files[-1].read_text().splitlines()[1:]] if files else []
+    )
     while running["on"]:
         if products:
             product_id, machine = rng.choice(products)

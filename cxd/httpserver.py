@@ -21,7 +21,9 @@ class _App(BaseApplication):
         return self.factory()
 
 
-def serve(factory: Callable, host: str, port: int, *, threads: int = 64, workers: int = 1, **options) -> None:
+def serve(
+    factory: Callable, host: str, port: int, *, threads: int = 64, workers: int = 1, **options
+) -> None:
     """Serve the app built by ``factory`` (called in each worker) until stopped."""
     opts = {
         "bind": f"{host}:{port}",

@@ -23,7 +23,9 @@ def create_ingest_app(config: dict | None = None) -> Flask:
     """The resident plugins' HTTP app (webhook receiver)."""
     app = Flask("cxd.ingest")
     app.config.update(config or {})
-    stores = app.config.get("CXD_STORES") or open_stores(load_settings(), application_name="cxd-ingest")
+    stores = app.config.get("CXD_STORES") or open_stores(
+        load_settings(), application_name="cxd-ingest"
+    )
     app.extensions["cxd.stores"] = stores
     web.install(app)
     from plugins.webhook import hooks
@@ -71,7 +73,10 @@ def main() -> None:
 
     from cxd.httpserver import serve
 
-    print(f"cxd-ingest listening on http://{settings.host}:{settings.ingest_port}/hooks/<dataset>", flush=True)
+    print(
+        f"cxd-ingest listening on http://{settings.host}:{settings.ingest_port}/hooks/<dataset>",
+        flush=True,
+    )
     serve(create_ingest_app, settings.host, settings.ingest_port, post_worker_init=post_worker_init)
 
 

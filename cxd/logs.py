@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import re
 
-_SECRET = re.compile(r"((?:password|passwd|pwd|secret|token|api_?key)\s*[=:]\s*)([^\s;&,'\"]+)", re.I)
+_SECRET = re.compile(
+    r"((?:password|passwd|pwd|secret|token|api_?key)\s*[=:]\s*)([^\s;&,'\"]+)", re.I
+)
 _URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)([^@\s]+)(@)")
 
 
@@ -24,7 +26,9 @@ class RedactingFormatter(logging.Formatter):
 def setup(level: str = "INFO", name: str = "cxd") -> None:
     """Log to stderr, one line per record, secrets redacted."""
     handler = logging.StreamHandler()
-    handler.setFormatter(RedactingFormatter(f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(
+        RedactingFormatter(f"%(asctime)s {name} %(levelname)s %(name)s: %(message)s")
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

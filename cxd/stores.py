@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import logging
+import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass

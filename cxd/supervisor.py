@@ -29,7 +29,12 @@ def read_procfile(path: Path) -> list[tuple[str, str]]:
 
 def default_procfile() -> list[tuple[str, str]]:
     """The four processes of a cxd deployment (the repository's Procfile)."""
-    return [("web", "cxd-server"), ("ingest", "cxd-ingest"), ("worker", "cxd worker"), ("scheduler", "cxd scheduler")]
+    return [
+        ("web", "cxd-server"),
+        ("ingest", "cxd-ingest"),
+        ("worker", "cxd worker"),
+        ("scheduler", "cxd scheduler"),
+    ]
 
 
 def run(processes: list[tuple[str, str]], env: dict[str, str], pidfile: Path | None = None) -> int:

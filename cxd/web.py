@@ -50,12 +50,24 @@ def install(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
-        body = {"error": {"code": exc.name.lower().replace(" ", "_"), "message": exc.description, "details": None}}
+        body = {
+            "error": {
+                "code": exc.name.lower().replace(" ", "_"),
+                "message": exc.description,
+                "details": None,
+            }
+        }
         return jsonify(body), exc.code
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):
         ref = uuid.uuid4().hex[:12]
         log.exception("unexpected error %s", ref)
-        body = {"error": {"code": "internal", "message": f"internal error (reference {ref})", "details": None}}
+        body = {
+            "error": {
+                "code": "internal",
+                "message": f"internal error (reference {ref})",
+                "details": None,
+            }
+        }
         return jsonify(body), 500

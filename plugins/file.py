@@ -44,7 +44,9 @@ class FileSource(SourcePlugin):
             identity = f"{path.absolute()}|{stat.st_size}|{stat.st_mtime_ns}|{hashlib.sha256(content).hexdigest()}"
             if identity in seen:
                 continue
-            yield Payload(content=content, name=str(path), media_type="text/csv", meta={"identity": identity})
+            yield Payload(
+                content=content, name=str(path), media_type="text/csv", meta={"identity": identity}
+            )
 
     def ingest(self, payload: Payload) -> pd.DataFrame:
         fmt = self.options.get("format", "csv")

@@ -25,7 +25,14 @@ def _check_value(ctype: str, value: Any) -> str | None:
         except (TypeError, ValueError):
             return f"expected a number, got {value!r}"
     elif ctype == "boolean":
-        if not isinstance(value, bool) and str(value).lower() not in ("true", "false", "t", "f", "0", "1"):
+        if not isinstance(value, bool) and str(value).lower() not in (
+            "true",
+            "false",
+            "t",
+            "f",
+            "0",
+            "1",
+        ):
             return f"expected true or false, got {value!r}"
     elif ctype in ("timestamptz", "timestamp"):
         try:
@@ -60,7 +67,9 @@ def record_problems(spec: SourceSpec, record: Any) -> list[dict[str, str]]:
     for name, ctype in types.items():
         value = record.get(name)
         if value is None and (name in spec.key or name == spec.time_column):
-            problems.append({"field": name, "reason": "required (part of the key or the time column)"})
+            problems.append(
+                {"field": name, "reason": "required (part of the key or the time column)"}
+            )
             continue
         reason = _check_value(ctype, value)
         if reason:

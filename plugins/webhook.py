@@ -45,7 +45,9 @@ def parse_body(raw: bytes, content_type: str) -> list[Any]:
                 try:
                     records.append(json.loads(line))
                 except ValueError as exc:
-                    raise BadInput(f"NDJSON line {n} is not JSON: {exc}", details={"line": n}) from None
+                    raise BadInput(
+                        f"NDJSON line {n} is not JSON: {exc}", details={"line": n}
+                    ) from None
         return records
     try:
         doc = json.loads(text)
@@ -77,5 +79,7 @@ def receive(dataset: str):
             f"{len({b['index'] for b in bad})} of {len(records)} record(s) are invalid; nothing was stored",
             details={"records": bad},
         )
-    ids = append(stores.redis, dataset, records, key_columns=spec.key if spec.kind == "instantaneous" else ())
+    ids = append(
+        stores.redis, dataset, records, key_columns=spec.key if spec.kind == "instantaneous" else ()
+    )
     return jsonify({"accepted": len(ids), "ids": ids}), 202

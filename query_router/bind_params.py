@@ -39,7 +39,9 @@ def bind_params(plan: Plan) -> Plan:
             placeholder = exp.Placeholder(this=name)
             ptype = declared.get(name, {}).get("type")
             if ptype:
-                return exp.Cast(this=placeholder, to=exp.DataType.build(PARAM_TYPES[ptype], dialect="postgres"))
+                return exp.Cast(
+                    this=placeholder, to=exp.DataType.build(PARAM_TYPES[ptype], dialect="postgres")
+                )
             return placeholder
         if isinstance(node, exp.Literal) and node.is_string and "%" in node.this:
             return exp.Literal.string(node.this.replace("%", "%%"))
@@ -93,19 +95,28 @@ def coerce(name: str, ptype: str, value: Any) -> Any:
             f"parameter {name!r} must be of type {ptype}; got {value!r}",
             details={"parameter": name, "type": ptype},
         ) from None
-    raise ParameterError(f"parameter {name!r} has unknown type {ptype!r}", details={"parameter": name})
+    raise ParameterError(
+        f"parameter {name!r} has unknown type {ptype!r}", details={"parameter": name}
+    )
 
 
 def check_declarations(params: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Check declared parameters (name, type, optional default); return them normalised."""
     out, problems = [], []
     for i, p in enumerate(params or []):
-        if not isinstance(p, dict) or not isinstance(p.get("name"), str) or not p["name"].isidentifier() or p["name"].startswith("_"):
+        if (
+            not isinstance(p, dict)
+            or not isinstance(p.get("name"), str)
+            or not p["name"].isidentifier()
+            or p["name"].startswith("_")
+        ):
             problems.append(f"params[{i}]: needs a name that is an identifier not starting with _")
             continue
         ptype = str(p.get("type", "text")).lower()
         if ptype not in PARAM_TYPES:
-            problems.append(f"params[{i}] ({p['name']}): type {ptype!r} is not one of {', '.join(PARAM_TYPES)}")
+            problems.append(
+                f"params[{i}] ({p['name']}): type {ptype!r} is not one of {', '.join(PARAM_TYPES)}"
+            )
             continue
         entry = {"name": p["name"], "type": ptype}
         if "default" in p:
@@ -120,12 +131,16 @@ def check_declarations(params: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def bind_values(params: list[dict[str, Any]], values: dict[str, Any], used: set[str]) -> dict[str, Any]:
+def bind_values(
+    params: list[dict[str, Any]], values: dict[str, Any], used: set[str]
+) -> dict[str, Any]:
     """The driver's parameter dict: each used parameter coerced to its declared type."""
     declared = {p["name"]: p for p in params}
     unknown = sorted(set(values) - set(declared)) if declared else []
     if unknown:
-        raise ParameterError(f"unknown parameter(s): {', '.join(unknown)}", details={"unknown": unknown})
+        raise ParameterError(
+            f"unknown parameter(s): {', '.join(unknown)}", details={"unknown": unknown}
+        )
     bound: dict[str, Any] = {}
     for name in used:
         p = declared.get(name)

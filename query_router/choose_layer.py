@@ -12,5 +12,7 @@ def choose_layer(plan: Plan) -> Plan:
     for name, spec in plan.datasets.items():
         live = spec.type in LIVE_TYPES or bool(spec.speed)
         plan.layers[name] = "merge" if live else "batch"
-        plan.notes.append(f"{name}: {plan.layers[name]} ({'live source' if live else 'pull source'})")
+        plan.notes.append(
+            f"{name}: {plan.layers[name]} ({'live source' if live else 'pull source'})"
+        )
     return plan

@@ -24,7 +24,9 @@ _OID_TYPES = {
 }  # fmt: skip
 
 
-def execute(stores: Stores, plan: Plan, values: dict[str, Any], *, row_cap: int = ROW_CAP) -> dict[str, Any]:
+def execute(
+    stores: Stores, plan: Plan, values: dict[str, Any], *, row_cap: int = ROW_CAP
+) -> dict[str, Any]:
     """Run a planned query; return columns, rows and freshness."""
     live = [name for name, layer in plan.layers.items() if layer != "batch"]
     speed_rows: dict[str, list[tuple[str, dict]]] = {}
@@ -51,7 +53,8 @@ def execute(stores: Stores, plan: Plan, values: dict[str, Any], *, row_cap: int 
                 params[speed_param(name)] = json.dumps(rows, default=str)
             cur.execute(sql, params)
             columns = [
-                {"name": d.name, "type": _OID_TYPES.get(d.type_code, "text")} for d in cur.description
+                {"name": d.name, "type": _OID_TYPES.get(d.type_code, "text")}
+                for d in cur.description
             ]
             data = cur.fetchmany(row_cap + 1)
         conn.rollback()

@@ -33,7 +33,9 @@ def rewrite_merge(plan: Plan) -> Plan:
         if isinstance(node, exp.Table) and node.name in plan.datasets and node.name not in ctes:
             spec = plan.datasets[node.name]
             inner = sqlglot.parse_one(_source_sql(spec, plan.layers[node.name]), read="postgres")
-            return exp.Subquery(this=inner, alias=exp.TableAlias(this=exp.to_identifier(node.alias_or_name)))
+            return exp.Subquery(
+                this=inner, alias=exp.TableAlias(this=exp.to_identifier(node.alias_or_name))
+            )
         return node
 
     plan.expression = plan.expression.transform(transform)

@@ -37,7 +37,10 @@ def plan_query(stores: Stores, sql: str, params: list[dict[str, Any]] | None = N
 
 
 def run_query(
-    stores: Stores, sql: str, params: list[dict[str, Any]] | None = None, values: dict[str, Any] | None = None
+    stores: Stores,
+    sql: str,
+    params: list[dict[str, Any]] | None = None,
+    values: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Plan and execute ``sql`` with parameter ``values``; return columns, rows, freshness."""
     plan = plan_query(stores, sql, params)

@@ -28,7 +28,9 @@ def check_saved_query(stores: Stores, body: Any) -> dict[str, Any]:
     if not isinstance(sql, str) or not sql.strip():
         problems.append("sql: required")
     outputs = body.get("outputs") or []
-    if not isinstance(outputs, list) or not all(isinstance(o, dict) and o.get("name") for o in outputs):
+    if not isinstance(outputs, list) or not all(
+        isinstance(o, dict) and o.get("name") for o in outputs
+    ):
         problems.append("outputs: a list of {name, type}")
         outputs = []
     refresh = body.get("refresh")
@@ -68,4 +70,6 @@ def get_query(stores: Stores, name: str) -> dict[str, Any]:
 
 def list_queries(stores: Stores) -> list[dict[str, Any]]:
     """Every saved query."""
-    return stores.db.fetchall("SELECT name, sql, params, outputs, refresh FROM cxd.saved_queries ORDER BY name")
+    return stores.db.fetchall(
+        "SELECT name, sql, params, outputs, refresh FROM cxd.saved_queries ORDER BY name"
+    )

@@ -1,4 +1,4 @@
-"""REST API (``/api``): sources, runs, datasets, saved queries, ad-hoc SQL."""
+"""REST API (``/api``): health, datasets, saved queries, ad-hoc SQL (sources and runs: serving/sources.py)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,9 @@ from typing import Any
 from flask import Blueprint, current_app, jsonify, request
 
 from batch import runs
-from batch.jobs import enqueue_run
 from batch.load import get_watermark
-from batch.tables import register_dataset
-from cxd.catalog import get_source, list_sources, parse_source, save_source
-from cxd.errors import BadInput, NotFound
+from cxd.catalog import get_source, list_sources
+from cxd.errors import BadInput
 from cxd.stores import Stores
 from query_router import explain, run_query
 from query_router.saved import get_query, list_queries, save_query
@@ -41,55 +39,6 @@ def health():
     stores().db.fetchone("SELECT 1 AS ok")
     stores().redis.ping()
     return jsonify({"status": "ok"})
-
-
-# --- sources and runs -------------------------------------------------------------------
-
-
-@api.get("/sources")
-@needs("read")
-def sources_list():
-    return jsonify([s.public() for s in list_sources(stores().db)])
-
-
-@api.post("/sources")
-@needs("admin")
-def sources_create():
-    spec = parse_source(body(), where="body")
-    try:
-        get_source(stores().db, spec.name)
-    except NotFound:
-        pass
-    else:
-        raise BadInput(f"a source named {spec.name!r} exists; PUT /api/sources/{spec.name} changes it", status=409)
-    save_source(stores().db, spec, origin="api")
-    register_dataset(stores().db, spec)
-    return jsonify(spec.public()), 201
-
-
-@api.get("/sources/<name>")
-@needs("read")
-def sources_get(name: str):
-    return jsonify(get_source(stores().db, name).public())
-
-
-@api.post("/sources/<name>/runs")
-@needs("admin")
-def runs_create(name: str):
-    mode = (request.get_json(silent=True) or {}).get("mode", "incremental")
-    return jsonify({"run_id": enqueue_run(stores(), name, mode)}), 202
-
-
-@api.get("/runs/<int:run_id>")
-@needs("read")
-def runs_get(run_id: int):
-    return jsonify(runs.get_run(stores().db, run_id))
-
-
-@api.get("/runs")
-@needs("read")
-def runs_list():
-    return jsonify(runs.list_runs(stores().db, request.args.get("dataset")))
 
 
 # --- datasets ---------------------------------------------------------------------------

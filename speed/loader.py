@@ -26,7 +26,9 @@ def drain(stores: Stores, dataset: str, batch_size: int = 10_000) -> int:
         if not entries:
             break
         ids = [eid for eid, _ in entries]
-        load_rows(stores.db, spec, [rec for _, rec in entries], stream_ids=ids, stream_watermark=ids[-1])
+        load_rows(
+            stores.db, spec, [rec for _, rec in entries], stream_ids=ids, stream_watermark=ids[-1]
+        )
         # trimming after commit, never above the committed watermark (invariant 2)
         stores.redis.xtrim(log_key(dataset), minid=ids[-1], approximate=False)
         stores.redis.publish(notify_channel(dataset), "batch")

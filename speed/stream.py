@@ -49,9 +49,13 @@ def append(
     return [r.decode() if isinstance(r, bytes) else r for r in results[: len(records)]]
 
 
-def read_after(client: redis.Redis, dataset: str, after: str, count: int | None = None) -> list[tuple[str, dict]]:
+def read_after(
+    client: redis.Redis, dataset: str, after: str, count: int | None = None
+) -> list[tuple[str, dict]]:
     """Events with stream id > ``after``, oldest first, as (id, record)."""
-    entries = client.xrange(log_key(dataset), min=f"({after}" if after != "0-0" else "-", count=count)
+    entries = client.xrange(
+        log_key(dataset), min=f"({after}" if after != "0-0" else "-", count=count
+    )
     return [(eid.decode(), json.loads(fields[FIELD])) for eid, fields in entries]
 
 

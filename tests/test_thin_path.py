@@ -44,7 +44,9 @@ def declare(settings, folder):
     return sync_config(settings)
 
 
-def test_csv_webhook_and_saved_query_meet(stores, settings, tmp_path, client, ingest_client, auth, run_jobs):
+def test_csv_webhook_and_saved_query_meet(
+    stores, settings, tmp_path, client, ingest_client, auth, run_jobs
+):
     declare(settings, tmp_path)
     run_id = enqueue_run(stores, "weather")
     assert run_jobs() == 1
@@ -68,7 +70,10 @@ def test_csv_webhook_and_saved_query_meet(stores, settings, tmp_path, client, in
             "sql": "SELECT origin, temp FROM weather WHERE temp > :min_temp"
             " UNION ALL SELECT origin, temp FROM weather_live WHERE temp > :min_temp ORDER BY origin",
             "params": [{"name": "min_temp", "type": "double precision", "default": 0}],
-            "outputs": [{"name": "origin", "type": "text"}, {"name": "temp", "type": "double precision"}],
+            "outputs": [
+                {"name": "origin", "type": "text"},
+                {"name": "temp", "type": "double precision"},
+            ],
         },
         headers=auth("analyst"),
     )
@@ -83,7 +88,9 @@ def test_csv_webhook_and_saved_query_meet(stores, settings, tmp_path, client, in
     assert fresh["datasets"]["weather"]["refreshed_at"] is not None
 
 
-def test_live_event_counted_once_after_hand_off(stores, settings, tmp_path, client, ingest_client, auth):
+def test_live_event_counted_once_after_hand_off(
+    stores, settings, tmp_path, client, ingest_client, auth
+):
     from speed.loader import drain
 
     declare(settings, tmp_path)
@@ -111,14 +118,20 @@ def test_every_endpoint_needs_a_token(stores, settings, tmp_path, client, ingest
         assert r.get_json()["error"]["code"] == "unauthorized"
         assert client.get(path, headers={"Authorization": "Bearer nope"}).status_code == 401
         assert client.get(path, headers=auth("read")).status_code == 200, path
-    assert client.post("/api/sql", json={"sql": "SELECT 1"}, headers=auth("read")).status_code == 403
+    assert (
+        client.post("/api/sql", json={"sql": "SELECT 1"}, headers=auth("read")).status_code == 403
+    )
     hook = ingest_client.post("/hooks/weather_live", json={"origin": "x"})
     assert hook.status_code == 401
-    assert ingest_client.post("/hooks/weather_live", json={}, headers=auth("read")).status_code == 403
+    assert (
+        ingest_client.post("/hooks/weather_live", json={}, headers=auth("read")).status_code == 403
+    )
     assert backlog(stores.redis, "weather_live") == 0
 
 
-def test_bad_webhook_record_is_named_and_nothing_stored(stores, settings, tmp_path, ingest_client, auth):
+def test_bad_webhook_record_is_named_and_nothing_stored(
+    stores, settings, tmp_path, ingest_client, auth
+):
     declare(settings, tmp_path)
     body = [
         {"origin": "LGA", "time_hour": "2026-05-05T11:00:00Z", "temp": 1},

@@ -28,7 +28,10 @@ def applied(db: Database) -> list[str]:
     row = db.fetchone("SELECT to_regclass('cxd.schema_migrations') AS t")
     if not row or row["t"] is None:
         return []
-    return [r["version"] for r in db.fetchall("SELECT version FROM cxd.schema_migrations ORDER BY version")]
+    return [
+        r["version"]
+        for r in db.fetchall("SELECT version FROM cxd.schema_migrations ORDER BY version")
+    ]
 
 
 def migrate(db: Database) -> list[str]:
