@@ -83,6 +83,13 @@ def stop_postgres(home: Path) -> bool:
         return False
     with contextlib.suppress(FileNotFoundError):
         (pgdata / ".handle_pids.json").unlink()
+    # forget this process's handle so a later start_postgres starts the server again
+    server = _pg_servers.pop(pgdata, None)
+    from pgserver.postgres_server import PostgresServer
+
+    PostgresServer._instances.pop(pgdata, None)
+    if server is not None:
+        atexit.unregister(server._cleanup)
     return True
 
 

@@ -32,3 +32,5 @@ def setup(level: str = "INFO", name: str = "cxd") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    if level != "DEBUG":  # the embedded Postgres narrates initdb and pg_ctl at INFO
+        logging.getLogger("pgserver").setLevel(logging.WARNING)
