@@ -82,17 +82,22 @@ def start_up(env) -> tuple[subprocess.Popen, str]:
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.stdout.read().decode()
         try:
-            if requests.get(f"{base}/api/health", timeout=1).status_code == 401:
+            if requests.get(f"{base}/api/health", timeout=10).status_code == 401:
                 return proc, base
-        except requests.ConnectionError:
+        except requests.RequestException:
             time.sleep(0.3)
-    proc.kill()
+    ctrl_c(proc)
     raise AssertionError("cxd up did not serve within 120 s")
 
 
 def ctrl_c(proc: subprocess.Popen) -> str:
     os.killpg(proc.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
-    out, _ = proc.communicate(timeout=90)
+    try:
+        out, _ = proc.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        raise AssertionError(f"cxd up did not stop within 90 s of Ctrl-C:\n{out.decode(errors='replace')}") from None
     return out.decode(errors="replace")
 
 
