@@ -150,3 +150,16 @@ def test_up_serves_stops_cleanly_and_keeps_data(up_env):
         ctrl_c(proc)
     time.sleep(0.5)
     assert processes_of(home) == []
+
+
+def test_down_stops_a_running_up_and_its_stores(up_env):
+    home = Path(up_env["CXD_HOME"])
+    proc, _ = start_up(up_env)
+    try:
+        out = cli(up_env, "down")
+    finally:
+        proc.wait(timeout=60)
+        proc.stdout.close()
+    assert "stopped cxd up" in out
+    time.sleep(0.5)
+    assert processes_of(home) == []
