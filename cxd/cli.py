@@ -235,6 +235,23 @@ def cmd_plugins(args) -> int:
     return 1 if (errors and args.check) else 0
 
 
+def cmd_metadata(args) -> int:
+    from pathlib import Path
+
+    from cxd import metadata
+
+    stores = _stores()
+    path = Path(args.file)
+    counts = (
+        metadata.dump(stores.db, path)
+        if args.metadata_command == "dump"
+        else metadata.restore(stores.db, path)
+    )
+    verb = "wrote" if args.metadata_command == "dump" else "restored"
+    print(f"{verb} {path}: " + ", ".join(f"{n} {t}" for t, n in counts.items()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``cxd``."""
     p = argparse.ArgumentParser(prog="cxd", description="cxd: Lambda-architecture data engine")
@@ -281,6 +298,14 @@ def build_parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plugins", help="list the plugins cxd can load")
     pl.add_argument("--check", action="store_true", help="fail if any plugin is broken")
     pl.set_defaults(fn=cmd_plugins)
+    md = sub.add_parser("metadata", help="dump or restore sources, saved queries and tokens")
+    mdsub = md.add_subparsers(dest="metadata_command", required=True)
+    for verb in ("dump", "restore"):
+        m = mdsub.add_parser(
+            verb, help=f"{verb} the metadata (a JSON file holding secrets: keep it private)"
+        )
+        m.add_argument("file")
+        m.set_defaults(fn=cmd_metadata)
     return p
 
 

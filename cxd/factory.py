@@ -109,7 +109,9 @@ class Factory:
         sheet.title = "handover"
         sheet.append(["shift_id", "shift", "starts_at", "ends_at", "supervisor"])
         supervisor = {"early": "A. Meyer", "late": "B. Okafor", "night": "C. Lindqvist"}[name]
-        sheet.append([f"{start:%Y%m%d}-{name}", name, start.isoformat(), end.isoformat(), supervisor])
+        sheet.append(
+            [f"{start:%Y%m%d}-{name}", name, start.isoformat(), end.isoformat(), supervisor]
+        )
         self.shifts_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.shifts_file.with_suffix(".tmp")
         book.save(tmp)
@@ -126,7 +128,10 @@ class Factory:
                     cur,
                     "INSERT INTO production (product_id, machine, product, shift, made_at) VALUES %s"
                     " ON CONFLICT DO NOTHING",
-                    [(p["product_id"], p["machine"], p["product"], p["shift"], p["made_at"]) for p in products],
+                    [
+                        (p["product_id"], p["machine"], p["product"], p["shift"], p["made_at"])
+                        for p in products
+                    ],
                 )
             events = [self._sensor_event(p) for p in products]
             for i in range(0, len(events), 1000):
@@ -147,17 +152,23 @@ def webhook_emitter(url: str, token: str) -> Callable[[list[dict]], None]:
     session.headers["Authorization"] = f"Bearer {token}"
 
     def emit(events: list[dict]) -> None:
-        response = session.post(url, data=json.dumps(events), headers={"Content-Type": "application/json"}, timeout=30)
+        response = session.post(
+            url, data=json.dumps(events), headers={"Content-Type": "application/json"}, timeout=30
+        )
         response.raise_for_status()
 
     return emit
 
 
-def mqtt_emitter(host: str, port: int, topic: str = "factory/sensors") -> Callable[[list[dict]], None] | None:
+def mqtt_emitter(
+    host: str, port: int, topic: str = "factory/sensors"
+) -> Callable[[list[dict]], None] | None:
     """Emit sensor events over MQTT (QoS 1, one message per event); None if no broker answers."""
     import paho.mqtt.client as mqtt
 
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"cxd-demo-factory-{random.randrange(1 << 30)}")
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2, client_id=f"cxd-demo-factory-{random.randrange(1 << 30)}"
+    )
     try:
         client.connect(host, port, keepalive=30)
     except OSError:

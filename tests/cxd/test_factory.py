@@ -39,12 +39,16 @@ def test_reset_fills_two_weeks_and_tick_keeps_going(factory_db, tmp_path):
     factory = Factory(factory_db, tmp_path / "shifts" / "handover.xlsx", events.extend)
     made = factory.reset(now)
 
-    [(count, first, last)] = rows(factory_db, "SELECT count(*), min(made_at), max(made_at) FROM production")
+    [(count, first, last)] = rows(
+        factory_db, "SELECT count(*), min(made_at), max(made_at) FROM production"
+    )
     expected = sum(RATE_PER_HOUR.values()) * 24 * 14
     assert count == made and 0.9 * expected < count < 1.1 * expected
     assert first >= now - timedelta(days=14) and last < now
     assert len(events) == count and len({e["event_id"] for e in events}) == count
-    assert {e["product_id"] for e in events} == {r[0] for r in rows(factory_db, "SELECT product_id FROM production")}
+    assert {e["product_id"] for e in events} == {
+        r[0] for r in rows(factory_db, "SELECT product_id FROM production")
+    }
 
     sheet = list(load_workbook(tmp_path / "shifts" / "handover.xlsx").active.values)
     assert sheet[0][:2] == ("shift_id", "shift") and sheet[1][1] == "late"  # 14:00-22:00
@@ -59,7 +63,8 @@ def test_reset_fills_two_weeks_and_tick_keeps_going(factory_db, tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("hour", "name"), [(5, "night"), (6, "early"), (13, "early"), (14, "late"), (22, "night"), (23, "night")]
+    ("hour", "name"),
+    [(5, "night"), (6, "early"), (13, "early"), (14, "late"), (22, "night"), (23, "night")],
 )
 def test_shift_at(hour, name):
     at = datetime(2026, 11, 20, hour, 59, tzinfo=UTC)

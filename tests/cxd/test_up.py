@@ -97,7 +97,9 @@ def ctrl_c(proc: subprocess.Popen) -> str:
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         out, _ = proc.communicate()
-        raise AssertionError(f"cxd up did not stop within 90 s of Ctrl-C:\n{out.decode(errors='replace')}") from None
+        raise AssertionError(
+            f"cxd up did not stop within 90 s of Ctrl-C:\n{out.decode(errors='replace')}"
+        ) from None
     return out.decode(errors="replace")
 
 
