@@ -39,6 +39,8 @@ def session_home():
     """A temporary CXD_HOME for the session (short path: the Redis socket lives in it)."""
     home = Path(tempfile.mkdtemp(prefix="cxdt-", dir="/tmp"))
     yield home
+    embedded.stop_postgres(home)
+    embedded.stop_redis(home)
     shutil.rmtree(home, ignore_errors=True)
 
 
