@@ -24,9 +24,9 @@ log = logging.getLogger(__name__)
 
 def resolve_urls(settings: Settings) -> Settings:
     """Fill in the store URLs, starting embedded stores under CXD_HOME where none is set."""
+    ensure_home(settings)  # also holds the archive, logs and pid files with external stores
     if settings.database_url and settings.redis_url:
         return settings
-    ensure_home(settings)
     database_url = settings.database_url or embedded.start_postgres(settings.home)
     redis_url = settings.redis_url or embedded.start_redis(settings.home)
     return settings.with_urls(database_url, redis_url)

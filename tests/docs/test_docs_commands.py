@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.cxd.test_up import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 FENCE = re.compile(
     r"^(?P<indent> *)```(?P<info>[^\n`]*)\n(?P<body>.*?)^(?P=indent)```", re.M | re.S
@@ -107,7 +109,8 @@ def test_page_commands_run(page, store_urls, stores, tmp_path):
         "CXD_HOME": str(tmp_path / "home"),
         "CXD_CONFIG": str(work / "cxd.yml"),
         "CXD_PLUGIN_DIR": str(work / "plugins.d"),
-        "CXD_REPO": str(ROOT),
+        "CXD_PORT": str(free_port()),
+        "CXD_INGEST_PORT": str(free_port()),
     }
     result = subprocess.run(
         ["bash", "-c", "\n".join(script)],
