@@ -34,10 +34,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pandas as pd
 
-from cxd.catalog import parse_duration
 from plugins.base import Payload, SourcePlugin
 from plugins.exceptions import FetchError, PluginConfigError, RecordError
-from plugins.parse import select_columns
+from plugins.parse import seconds, select_columns
 
 #: Postgres column type for each Python type pyodbc returns (see :func:`postgres_type`)
 TYPE_MAP: dict[type, str] = {
@@ -146,7 +145,7 @@ class OdbcSource(SourcePlugin):
             problems.append(f"options.chunk_size {o.get('chunk_size')!r} is not a number")
         for name in ("login_timeout", "query_timeout"):
             try:
-                parse_duration(o.get(name, 0))
+                seconds(o.get(name, 0))
             except ValueError as exc:
                 problems.append(f"options.{name}: {exc}")
         try:
@@ -191,7 +190,7 @@ class OdbcSource(SourcePlugin):
         """An open pyodbc connection with the login and query timeouts applied."""
         import pyodbc
 
-        login = int(parse_duration(self.options.get("login_timeout", "15s")))
+        login = int(seconds(self.options.get("login_timeout", "15s")))
         try:
             conn = pyodbc.connect(self.connection_string(), timeout=login, autocommit=True)
         except pyodbc.Error as exc:
@@ -207,17 +206,17 @@ class OdbcSource(SourcePlugin):
         their own session setting is used."""
         import pyodbc
 
-        seconds = parse_duration(self.options.get("query_timeout", "5m"))
-        if not seconds:
+        limit = seconds(self.options.get("query_timeout", "5m"))
+        if not limit:
             return
         dbms = str(conn.getinfo(pyodbc.SQL_DBMS_NAME) or "").lower()
         if "postgres" in dbms:
-            conn.execute(f"SET statement_timeout = {int(seconds * 1000)}")
+            conn.execute(f"SET statement_timeout = {int(limit * 1000)}")
         elif "maria" in dbms or "mysql" in dbms:
-            conn.execute(f"SET SESSION max_statement_time = {float(seconds)}")
+            conn.execute(f"SET SESSION max_statement_time = {float(limit)}")
         else:
             try:
-                conn.timeout = int(seconds)
+                conn.timeout = max(1, int(limit))
             except pyodbc.Error:
                 pass  # the driver has no query timeout; the rq job timeout still applies
 

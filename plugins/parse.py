@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from typing import Any
 
 import pandas as pd
@@ -33,6 +34,18 @@ _MEDIA = {
     "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": "xlsx",
 }
 MEDIA_TYPES = {v: k for k, v in _MEDIA.items()}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, None: 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def seconds(value: Any) -> float:
+    """Seconds in a duration setting: ``0.5s``, ``250ms``, ``10s``, ``5m``, or a number."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    match = _DURATION.match(str(value))
+    if not match:
+        raise ValueError(f"{value!r} is not a duration like 500ms, 10s, 5m or 1h")
+    return float(match.group(1)) * _UNITS[match.group(2)]
 
 
 def guess_format(name: str = "", media_type: str = "") -> str | None:

@@ -3,6 +3,7 @@ stay out of the shared conftest): real source databases, declared sources, runs.
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -83,3 +84,65 @@ def raw_rows(stores, dataset: str, order: str) -> list[dict[str, Any]]:
     if exists["t"] is None:
         return []
     return stores.db.fetchall(f'SELECT {cols} FROM raw."{dataset}" ORDER BY {order}')
+
+
+class DocServer:
+    """A real HTTP server on a free local port serving routes the test sets.
+
+    ``routes[path] = handler``; a handler takes the request (``{"path", "query",
+    "headers"}``) and returns ``(status, headers, body)``. Every request is kept in
+    ``requests`` with the time it arrived.
+    """
+
+    def __init__(self):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import parse_qs, urlsplit
+
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server's name)
+                parts = urlsplit(self.path)
+                req = {
+                    "path": parts.path,
+                    "query": {k: v[0] for k, v in parse_qs(parts.query).items()},
+                    "headers": dict(self.headers),
+                    "at": time.monotonic(),
+                }
+                server.requests.append(req)
+                handler = server.routes.get(parts.path)
+                if handler is None:
+                    status, headers, body = 404, {}, b"not found"
+                else:
+                    status, headers, body = handler(req)
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.routes: dict[str, Any] = {}
+        self.requests: list[dict[str, Any]] = []
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        """Stop serving and close the listening socket (later requests are refused)."""
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def doc_server():
+    """A :class:`DocServer` for one test."""
+    server = DocServer()
+    yield server
+    server.stop()
