@@ -13,16 +13,16 @@ import yaml
 from cxd.cli import build_parser
 from plugins.registry import discover
 from plugins.stubs import STUB_TYPES
-from tests.plugins.sources import declare, raw_rows, run
+from tests.plugins.sources import declare, doc_server, raw_rows, run  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def cxd(*args: str, cwd: Path, ok: bool = True) -> subprocess.CompletedProcess:
+def cxd(*args: str, cwd: Path, ok: bool = True, env=None) -> subprocess.CompletedProcess:
     result = subprocess.run(
         [sys.executable, "-m", "cxd.cli", *args],
         cwd=cwd,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
         capture_output=True,
         text=True,
         timeout=120,
@@ -128,3 +128,34 @@ def test_the_shell_helper_explains_its_usage(args):
     )
     assert result.returncode == 2
     assert "usage:" in result.stderr and "mqtt" in result.stderr
+
+
+def test_docs_walkthrough_generate_declare_run(stores, settings, tmp_path, doc_server):  # noqa: F811
+    """The commands of docs/plugins.md, "Writing a one-file plugin", in order."""
+    doc_server.routes["/v1/stations"] = lambda req: (
+        (200, {"Content-Type": "application/json"}, b'{"items": [{"station": "n1", "level": 2.5}]}')
+        if req["headers"].get("Authorization") == "Bearer doc-token"
+        else (401, {}, b"")
+    )
+    cxd("plugin", "new", "water_levels", "--type", "http", cwd=tmp_path)
+    cls = discover(settings.plugin_dir)["water_levels"]
+    example = cls.EXAMPLE.replace("https://api.example.com", doc_server.url)
+    settings.config_file.write_text(yaml.safe_dump({"sources": [yaml.safe_load(example)]}))
+    env = {"WATER_LEVELS_TOKEN": "doc-token"}
+    cxd("init", cwd=tmp_path, env=env)
+    out = cxd("run", "water_levels", cwd=tmp_path, env=env)
+    assert "1 rows fetched" in out.stdout
+    assert [(r["station"], r["level"]) for r in raw_rows(stores, "water_levels", "station")] == [
+        ("N1", 2.5)
+    ]
+    listing = cxd("plugins", "--check", cwd=tmp_path)
+    assert "water_levels" in listing.stdout and "WaterLevels" in listing.stdout
+    docs = (ROOT / "docs" / "plugins.md").read_text()
+    for command in (
+        "cxd plugin new water_levels --type http",
+        "pytest plugins.d/tests/test_water_levels.py",
+        "cxd init",
+        "cxd run water_levels",
+        "cxd plugins --check",
+    ):
+        assert command in docs
