@@ -7,6 +7,7 @@ import threading
 import time
 import tracemalloc
 import uuid
+from urllib.parse import urlparse
 
 import pytest
 
@@ -234,7 +235,7 @@ def test_database_killed_mid_query_fails_the_run_and_keeps_raw(stores, pg_source
     make_orders(conn)
     slow = "SELECT id, status, amount, updated_at FROM orders, pg_sleep(5) WHERE updated_at > ?"
     declare(stores, orders_source(conn_string, query=slow, chunk_size=1))
-    dbname = src_url.rsplit("/", 1)[1]
+    dbname = urlparse(src_url).path.lstrip("/")
 
     def kill_when_running():
         deadline = time.monotonic() + 10
