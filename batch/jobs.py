@@ -15,6 +15,7 @@ from batch.tables import register_dataset
 from cxd.catalog import get_source
 from cxd.errors import CxdError
 from cxd.stores import Stores, process_stores
+from plugins.exceptions import PayloadQuarantined
 from plugins.registry import plugin_for
 
 log = logging.getLogger(__name__)
@@ -63,12 +64,18 @@ def execute_run(stores: Stores, run_id: int) -> dict[str, Any]:
         runs.log_run(db, run_id, "fetched", payloads=len(payloads))
         step = "ingest"
         runs.update_run(db, run_id, "ingesting")
-        frames = [to_frame(spec, plugin.ingest(p)) for p in payloads]
+        frames = []
+        for p in payloads:
+            try:
+                frames.append(to_frame(spec, plugin.ingest(p)))
+            except PayloadQuarantined as exc:  # a bad file is set aside, the rest load
+                runs.log_run(db, run_id, "payload quarantined", payload=p.name, reason=exc.message)
         frame = pd.concat(frames, ignore_index=True) if frames else to_frame(spec, [])
         step = "load"
         loaded = load_rows(
             db, spec, frame, run_id=run_id, cursor=plugin.next_cursor(cursor, payloads)
         )
+        plugin.after_load(payloads)
         runs.update_run(db, run_id, "succeeded", rows_fetched=len(frame), rows_loaded=loaded)
         runs.log_run(
             db, run_id, "loaded", rows=loaded, seconds=round(time.monotonic() - started, 3)

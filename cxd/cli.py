@@ -235,6 +235,19 @@ def cmd_plugins(args) -> int:
     return 1 if (errors and args.check) else 0
 
 
+def cmd_plugin_new(args) -> int:
+    from pathlib import Path
+
+    from plugins.stubs import write_stub
+
+    folder = Path(args.dir) if args.dir else load_settings().plugin_dir
+    paths = write_stub(args.name, args.type, folder, force=args.force)
+    for path in paths:
+        print(f"wrote {path}")
+    print(f"next: edit {paths[0]}, then run: pytest {paths[1]}")
+    return 0
+
+
 def cmd_metadata(args) -> int:
     from pathlib import Path
 
@@ -298,6 +311,16 @@ def build_parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plugins", help="list the plugins cxd can load")
     pl.add_argument("--check", action="store_true", help="fail if any plugin is broken")
     pl.set_defaults(fn=cmd_plugins)
+    pn = sub.add_parser("plugin", help="write plugin stubs")
+    pnsub = pn.add_subparsers(dest="plugin_command", required=True)
+    pnew = pnsub.add_parser("new", help="write a commented one-class plugin and its test")
+    pnew.add_argument("name", help="plugin (and module) name, e.g. water_levels")
+    pnew.add_argument(
+        "--type", required=True, choices=["odbc", "http", "webhook", "file", "mqtt", "python"]
+    )
+    pnew.add_argument("--dir", help="plugin folder (default: CXD_PLUGIN_DIR)")
+    pnew.add_argument("--force", action="store_true", help="overwrite existing files")
+    pnew.set_defaults(fn=cmd_plugin_new)
     md = sub.add_parser("metadata", help="dump or restore sources, saved queries and tokens")
     mdsub = md.add_subparsers(dest="metadata_command", required=True)
     for verb in ("dump", "restore"):

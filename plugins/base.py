@@ -71,3 +71,6 @@ class SourcePlugin:
     def next_cursor(self, cursor: Any, payloads: list[Payload]) -> Any:
         """The cursor after a load of ``payloads`` commits (default: unchanged)."""
         return cursor
+
+    def after_load(self, payloads: list[Payload]) -> None:
+        """Called once the load of ``payloads`` has committed (e.g. move files to done/)."""

@@ -19,3 +19,9 @@ class RecordError(BadInput):
     """One record cannot be ingested: it is quarantined, the rest load."""
 
     code = "bad_record"
+
+
+class PayloadQuarantined(RecordError):
+    """A whole payload (a file) was set aside with the reason: the run records it, the rest load."""
+
+    code = "payload_quarantined"

@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 
 BUILTINS = {
     "file": "plugins.file:FileSource",
+    "http": "plugins.http:HttpSource",
+    "odbc": "plugins.odbc:OdbcSource",
     "webhook": "plugins.webhook:WebhookSource",
 }
 

@@ -1,0 +1,353 @@
+"""ODBC SQL: an incremental query run through any unixODBC driver (pyodbc).
+
+A source declares how to connect (a DSN, or a connection string kept as a secret), a
+query whose ``?`` placeholders are bound to the last value of a cursor column, and
+optional chunk size and timeouts::
+
+    - name: orders
+      type: odbc
+      kind: point_in_time
+      options:
+        dsn: erp                       # or driver/server/port/database, or a connection string
+        user: reader
+        query: SELECT id, status, updated_at FROM orders WHERE updated_at > ? ORDER BY updated_at
+        cursor_column: updated_at      # a declared column; its largest value is the next cursor
+        initial_cursor: "1970-01-01T00:00:00"
+        chunk_size: 5000               # rows per payload (memory stays flat)
+        login_timeout: 15s
+        query_timeout: 5m
+      secrets: {password: "${ERP_PASSWORD}"}
+
+Rows are fetched with ``fetchmany`` and each chunk becomes one compact JSON payload
+(``{"columns", "types", "rows"}``), so it can be archived as received and re-ingested.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import pandas as pd
+
+from plugins.base import Payload, SourcePlugin
+from plugins.exceptions import FetchError, PluginConfigError, RecordError
+from plugins.parse import seconds, select_columns
+
+#: Postgres column type for each Python type pyodbc returns (see :func:`postgres_type`)
+TYPE_MAP: dict[type, str] = {
+    bool: "boolean",
+    int: "bigint",
+    float: "double precision",
+    Decimal: "numeric",
+    str: "text",
+    dt.datetime: "timestamp",
+    dt.date: "date",
+    dt.time: "text",
+    bytes: "text",
+    bytearray: "text",
+    uuid.UUID: "uuid",
+}
+_CURSOR_TYPES = {
+    "datetime": dt.datetime.fromisoformat,
+    "date": dt.date.fromisoformat,
+    "int": int,
+    "float": float,
+    "decimal": Decimal,
+    "str": str,
+}
+_CONNECT_PARTS = (
+    ("driver", "Driver"),
+    ("server", "Server"),
+    ("port", "Port"),
+    ("database", "Database"),
+    ("user", "UID"),
+)
+
+
+def postgres_type(python_type: type, size: int | None = None) -> str:
+    """The Postgres type that holds a column pyodbc describes with ``python_type``.
+
+    Integers of at most 10 digits become ``integer``, wider ones ``bigint``; a type
+    pyodbc does not name (drivers may return anything) becomes ``text``.
+    """
+    if python_type is int and size and size <= 10:
+        return "integer"
+    return TYPE_MAP.get(python_type, "text")
+
+
+def _json_value(value: Any) -> Any:
+    """A value as JSON can hold it, losing nothing Postgres needs to read it back."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if value == value and abs(value) != float("inf") else str(value)
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, bytes | bytearray):
+        return "\\x" + bytes(value).hex()
+    return str(value)  # Decimal, UUID and anything a driver invents
+
+
+def _cursor_type(value: Any) -> str:
+    for name, cls in (("datetime", dt.datetime), ("date", dt.date), ("decimal", Decimal)):
+        if isinstance(value, cls):
+            return name
+    if isinstance(value, bool | int):
+        return "int"
+    return "float" if isinstance(value, float) else "str"
+
+
+def _quote(value: Any) -> str:
+    text = str(value)
+    return "{" + text.replace("}", "}}") + "}" if any(c in text for c in ";{}= ") else text
+
+
+class OdbcSource(SourcePlugin):
+    """Rows of a SQL query run through an ODBC driver, incrementally by a cursor column."""
+
+    type = "odbc"
+
+    # -- settings ---------------------------------------------------------------------------
+
+    def validate(self) -> list[str]:
+        """Every problem with the connection, query, cursor and timeout settings."""
+        problems = []
+        o, s = self.options, self.secrets
+        if not (s.get("connection_string") or o.get("connection_string") or o.get("dsn")):
+            if not o.get("driver"):
+                problems.append(
+                    "set options.dsn, options.driver (with server, database...) or a"
+                    " connection_string secret"
+                )
+        query = o.get("query")
+        if not isinstance(query, str) or not query.strip():
+            problems.append("options.query is required (SQL; each ? is bound to the cursor)")
+        elif "?" in query:
+            if not o.get("cursor_column"):
+                problems.append("options.cursor_column is required when the query has a ?")
+            if "initial_cursor" not in o and not o.get("full_query"):
+                problems.append(
+                    "options.initial_cursor (bound before the first load) or options.full_query"
+                    " is required when the query has a ?"
+                )
+        col = o.get("cursor_column")
+        if col and col not in self.spec.column_names:
+            problems.append(f"options.cursor_column {col!r} is not a declared column")
+        try:
+            if int(o.get("chunk_size", 5000)) < 1:
+                problems.append("options.chunk_size must be at least 1")
+        except (TypeError, ValueError):
+            problems.append(f"options.chunk_size {o.get('chunk_size')!r} is not a number")
+        for name in ("login_timeout", "query_timeout"):
+            try:
+                seconds(o.get(name, 0))
+            except ValueError as exc:
+                problems.append(f"options.{name}: {exc}")
+        try:
+            ZoneInfo(str(o.get("timezone", "UTC")))
+        except (ZoneInfoNotFoundError, ValueError):
+            problems.append(f"options.timezone {o.get('timezone')!r} is not a time zone name")
+        return problems
+
+    @property
+    def chunk_size(self) -> int:
+        """Rows per payload."""
+        return int(self.options.get("chunk_size", 5000))
+
+    def connection_string(self) -> str:
+        """The ODBC connection string (holds the password: never log it)."""
+        text = self.secrets.get("connection_string") or self.options.get("connection_string")
+        if text:
+            parts = [str(text).rstrip(";")]
+        else:
+            parts = [f"DSN={_quote(self.options['dsn'])}"] if self.options.get("dsn") else []
+            for option, keyword in _CONNECT_PARTS:
+                if option in self.options:
+                    parts.append(f"{keyword}={_quote(self.options[option])}")
+        if self.secrets.get("password") is not None:
+            parts.append(f"PWD={_quote(self.secrets['password'])}")
+        return ";".join(parts) + ";"
+
+    def _redact(self, text: str) -> str:
+        for value in self.secrets.values():
+            if value:
+                text = text.replace(str(value), "***")
+        return text
+
+    def _describe_error(self, exc: Exception) -> str:
+        args = getattr(exc, "args", ())
+        message = str(args[1] if len(args) > 1 else exc).replace("\n", " ").strip()
+        return self._redact(message)
+
+    # -- fetch ------------------------------------------------------------------------------
+
+    def connect(self):
+        """An open pyodbc connection with the login and query timeouts applied."""
+        import pyodbc
+
+        login = int(seconds(self.options.get("login_timeout", "15s")))
+        try:
+            conn = pyodbc.connect(self.connection_string(), timeout=login, autocommit=True)
+        except pyodbc.Error as exc:
+            raise FetchError(
+                f"source {self.spec.name!r}: cannot connect to the ODBC database:"
+                f" {self._describe_error(exc)}"
+            ) from None
+        self._apply_query_timeout(conn)
+        return conn
+
+    def _apply_query_timeout(self, conn) -> None:
+        """Drivers differ: psqlODBC and MariaDB ignore or refuse ODBC's query timeout, so
+        their own session setting is used."""
+        import pyodbc
+
+        limit = seconds(self.options.get("query_timeout", "5m"))
+        if not limit:
+            return
+        dbms = str(conn.getinfo(pyodbc.SQL_DBMS_NAME) or "").lower()
+        if "postgres" in dbms:
+            conn.execute(f"SET statement_timeout = {int(limit * 1000)}")
+        elif "maria" in dbms or "mysql" in dbms:
+            conn.execute(f"SET SESSION max_statement_time = {float(limit)}")
+        else:
+            try:
+                conn.timeout = max(1, int(limit))
+            except pyodbc.Error:
+                pass  # the driver has no query timeout; the rq job timeout still applies
+
+    def bind_value(self, cursor: Any) -> Any:
+        """The value bound to each ``?`` for a stored cursor (or the initial cursor)."""
+        if cursor is None:
+            return self.options.get("initial_cursor")
+        if isinstance(cursor, dict) and "value" in cursor:
+            convert = _CURSOR_TYPES.get(cursor.get("type", "str"), str)
+            return None if cursor["value"] is None else convert(cursor["value"])
+        return cursor
+
+    def fetch(self, cursor: Any) -> Iterator[Payload]:
+        """Run the query bound to ``cursor`` and yield one JSON payload per chunk of rows."""
+        import pyodbc
+
+        query = self.options["query"]
+        if cursor is None and self.options.get("full_query"):
+            query = self.options["full_query"]
+        params = [self.bind_value(cursor)] * query.count("?")
+        conn = self.connect()
+        try:
+            cur = conn.cursor()
+            step = "run the query"
+            try:
+                cur.execute(query, *params)
+                names = [d[0] for d in cur.description or []]
+                if not names:
+                    raise PluginConfigError(
+                        f"source {self.spec.name!r}: the query returns no result set"
+                    )
+                types = [postgres_type(d[1], d[3]) for d in cur.description]
+                key = self._cursor_index(names)
+                best = None
+                chunk = 0
+                step = "fetch rows"
+                while rows := cur.fetchmany(self.chunk_size):
+                    chunk += 1
+                    if key is not None:
+                        values = [r[key] for r in rows if r[key] is not None]
+                        if values:
+                            top = max(values)
+                            best = top if best is None or top > best else best
+                    body = {
+                        "columns": names,
+                        "types": types,
+                        "rows": [[_json_value(v) for v in r] for r in rows],
+                    }
+                    meta = {"chunk": chunk, "rows": len(rows)}
+                    if best is not None:
+                        meta["cursor"] = {
+                            "column": names[key],
+                            "value": _json_value(best),
+                            "type": _cursor_type(best),
+                        }
+                    yield Payload(
+                        content=json.dumps(body, separators=(",", ":")).encode(),
+                        name=f"{self.spec.name} rows chunk {chunk}",
+                        media_type="application/json",
+                        meta=meta,
+                    )
+            except pyodbc.ProgrammingError as exc:
+                raise PluginConfigError(
+                    f"source {self.spec.name!r}: the query failed: {self._describe_error(exc)}"
+                ) from None
+            except pyodbc.Error as exc:
+                raise FetchError(
+                    f"source {self.spec.name!r}: could not {step}: {self._describe_error(exc)}"
+                ) from None
+        finally:
+            try:
+                conn.close()
+            except pyodbc.Error:
+                pass  # the connection is already gone (server killed); nothing to release
+
+    def _cursor_index(self, names: list[str]) -> int | None:
+        col = self.options.get("cursor_column")
+        if not col:
+            return None
+        lower = [n.lower() for n in names]
+        if col.lower() not in lower:
+            raise PluginConfigError(
+                f"source {self.spec.name!r}: the query returns no column {col!r}"
+                f" (options.cursor_column); it returns {', '.join(names)}"
+            )
+        return lower.index(col.lower())
+
+    def describe(self) -> list[dict[str, str]]:
+        """The query's columns as ``{name, type}`` declarations (Postgres types)."""
+        query = self.options["query"]
+        conn = self.connect()
+        try:
+            cur = conn.cursor()
+            cur.execute(query, *[self.bind_value(None)] * query.count("?"))
+            return [
+                {"name": d[0].lower(), "type": postgres_type(d[1], d[3])} for d in cur.description
+            ]
+        finally:
+            conn.close()
+
+    # -- ingest -----------------------------------------------------------------------------
+
+    def ingest(self, payload: Payload) -> pd.DataFrame:
+        """The chunk's rows with the declared columns; naive timestamps read in ``timezone``."""
+        try:
+            body = json.loads(payload.content)
+            frame = pd.DataFrame(body["rows"], columns=body["columns"], dtype=object)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RecordError(f"{payload.name}: not an ODBC rows payload: {exc}") from None
+        frame = select_columns(frame, self.spec, payload.name)
+        zone = ZoneInfo(str(self.options.get("timezone", "UTC")))
+        for col in self.spec.columns:
+            if col.type == "timestamptz":
+                frame[col.name] = frame[col.name].map(lambda v: _with_zone(v, zone))
+        return frame
+
+    def next_cursor(self, cursor: Any, payloads: list[Payload]) -> Any:
+        """The largest cursor-column value loaded, or ``cursor`` when nothing new came."""
+        for payload in reversed(payloads):
+            if payload.meta.get("cursor"):
+                return payload.meta["cursor"]
+        return cursor
+
+
+def _with_zone(value: Any, zone: ZoneInfo) -> Any:
+    if not isinstance(value, str):
+        return value
+    try:
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        return value
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=zone)
+    return parsed.isoformat()

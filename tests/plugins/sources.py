@@ -1,0 +1,148 @@
+"""Fixtures and helpers of the pull-source tests (imported by the test modules, so they
+stay out of the shared conftest): real source databases, declared sources, runs."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import psycopg2
+import pytest
+
+from batch.jobs import execute_run
+from batch.runs import create_run
+from cxd.catalog import parse_source, save_source
+
+
+def odbc_driver(word: str) -> str | None:
+    """The installed unixODBC driver whose name holds ``word`` (Unicode preferred)."""
+    import pyodbc
+
+    names = [d for d in pyodbc.drivers() if word.lower() in d.lower()]
+    names.sort(key=lambda d: "unicode" not in d.lower())
+    return names[0] if names else None
+
+
+def pg_odbc_string(db_url: str, driver: str) -> str:
+    """A psqlODBC connection string for the Postgres database at ``db_url``.
+
+    The embedded Postgres listens on a Unix socket (``?host=/dir``): psqlODBC takes the
+    socket folder as its server name.
+    """
+    url = urlparse(db_url)
+    host = parse_qs(url.query).get("host", [url.hostname or "127.0.0.1"])[0]
+    return (
+        f"Driver={{{driver}}};Server={host};Port={url.port or 5432};"
+        f"Database={url.path.lstrip('/')};UID={url.username or 'postgres'};"
+    )
+
+
+@pytest.fixture
+def pg_source(store_urls):
+    """A fresh Postgres database to be a source: ``(psycopg2 connection, ODBC string, url)``."""
+    driver = odbc_driver("postgres")
+    if driver is None:
+        pytest.fail("psqlODBC is not installed: run scripts/system-deps.sh (odbc-postgresql)")
+    db_url, _ = store_urls
+    name = f"cxd_src_{uuid.uuid4().hex[:10]}"
+    admin = psycopg2.connect(db_url)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    src_url = urlparse(db_url)._replace(path="/" + name).geturl()
+    conn = psycopg2.connect(src_url)
+    conn.autocommit = True
+    yield conn, pg_odbc_string(src_url, driver), src_url
+    conn.close()
+    with admin.cursor() as cur:
+        cur.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+        )
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
+    admin.close()
+
+
+def declare(stores, body: dict[str, Any]):
+    """Store a source declared like one ``cxd.yml`` entry; return its spec."""
+    spec = parse_source(body)
+    save_source(stores.db, spec)
+    return spec
+
+
+def run(stores, dataset: str, mode: str = "incremental") -> dict[str, Any]:
+    """Run ``dataset`` now in this process, as ``cxd run`` does; return the run record."""
+    return execute_run(stores, create_run(stores.db, dataset, mode))
+
+
+def raw_rows(stores, dataset: str, order: str) -> list[dict[str, Any]]:
+    """Every raw row of ``dataset`` (declared columns only), ordered by ``order``."""
+    spec_cols = stores.db.fetchone("SELECT columns FROM cxd.datasets WHERE name = %s", (dataset,))
+    cols = ", ".join(f'"{c["name"]}"' for c in spec_cols["columns"])
+    exists = stores.db.fetchone("SELECT to_regclass(%s) AS t", (f'raw."{dataset}"',))
+    if exists["t"] is None:
+        return []
+    return stores.db.fetchall(f'SELECT {cols} FROM raw."{dataset}" ORDER BY {order}')
+
+
+class DocServer:
+    """A real HTTP server on a free local port serving routes the test sets.
+
+    ``routes[path] = handler``; a handler takes the request (``{"path", "query",
+    "headers"}``) and returns ``(status, headers, body)``. Every request is kept in
+    ``requests`` with the time it arrived.
+    """
+
+    def __init__(self):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import parse_qs, urlsplit
+
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server's name)
+                parts = urlsplit(self.path)
+                req = {
+                    "path": parts.path,
+                    "query": {k: v[0] for k, v in parse_qs(parts.query).items()},
+                    "headers": dict(self.headers),
+                    "at": time.monotonic(),
+                }
+                server.requests.append(req)
+                handler = server.routes.get(parts.path)
+                if handler is None:
+                    status, headers, body = 404, {}, b"not found"
+                else:
+                    status, headers, body = handler(req)
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.routes: dict[str, Any] = {}
+        self.requests: list[dict[str, Any]] = []
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_port}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        """Stop serving and close the listening socket (later requests are refused)."""
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def doc_server():
+    """A :class:`DocServer` for one test."""
+    server = DocServer()
+    yield server
+    server.stop()
