@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 BUILTINS = {
     "file": "plugins.file:FileSource",
     "webhook": "plugins.webhook:WebhookSource",
+    "mqtt": "plugins.mqtt:MqttSource",
 }
 
 _loaded: dict[str, type[SourcePlugin]] = {}
