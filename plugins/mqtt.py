@@ -220,9 +220,9 @@ class Subscriber:
         self.connected = False
         if self._stopping.is_set():
             return
+        self._error(f"lost the connection to {self.address} ({reason_code}); reconnecting")
         with _quiet():
             health.set_connected(self.stores.redis, self.name, "mqtt", False)
-        self._error(f"lost the connection to {self.address} ({reason_code}); reconnecting")
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         refused = [code for code in reason_codes if code.is_failure]

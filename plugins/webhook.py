@@ -34,7 +34,7 @@ from flask import Blueprint, current_app, jsonify, request
 
 from cxd.auth import require, token_from_header
 from cxd.catalog import SourceSpec, get_source, parse_duration
-from cxd.errors import BadInput, TransientError, Unauthorized
+from cxd.errors import BadInput, Forbidden, TransientError, Unauthorized
 from plugins import health
 from plugins.base import SourcePlugin
 from plugins.records import DEDUP_TTL, Busy, batch_problems, parse_size, store_once
@@ -168,11 +168,11 @@ def receive(dataset: str):
     """Accept records for ``dataset`` once they are in the speed layer."""
     stores = current_app.extensions["cxd.stores"]
     spec, source = _source(dataset)
-    source.check_caller(stores.db, request.headers, None)
-    raw = read_body(source.max_body)
-    source.check_caller(stores.db, request.headers, raw)
     event_id = source.options.get("event_id")
     try:
+        source.check_caller(stores.db, request.headers, None)
+        raw = read_body(source.max_body)
+        source.check_caller(stores.db, request.headers, raw)
         records = parse_body(raw, request.content_type or "")
         bad = batch_problems(spec, records, event_id)
         if bad:
@@ -181,8 +181,8 @@ def receive(dataset: str):
                 " nothing was stored",
                 details={"records": bad},
             )
-    except BadInput as exc:
-        health.count_error(stores.redis, dataset, exc.message)
+    except (BadInput, Unauthorized, Forbidden) as exc:
+        health.count_error(stores.redis, dataset, f"{exc.status}: {exc.message}")
         raise
     try:
         stored = store_once(

@@ -81,6 +81,18 @@ def declarations(tmp_path, mqtt_port):
     ]
 
 
+@pytest.fixture
+def fresh_worker_stores():
+    """rq jobs run here use this process's cached stores; close them after the test, since
+    the next test's clean-up terminates their Postgres connections."""
+    from cxd import stores as stores_module
+
+    yield
+    for opened in stores_module._process_stores.values():
+        opened.close()
+    stores_module._process_stores.clear()
+
+
 def log_files(*homes):
     for home in homes:
         for path in home.rglob("*"):
@@ -89,6 +101,7 @@ def log_files(*homes):
 
 
 @pytest.mark.mqtt
+@pytest.mark.usefixtures("fresh_worker_stores")
 def test_a_password_appears_nowhere(
     stores,
     settings,
