@@ -337,6 +337,9 @@ class Subscribers:
             if name not in wanted or self.running[name][0] != fingerprint(wanted[name]):
                 log.info("mqtt source %s: stopping (removed or changed)", name)
                 self.running.pop(name)[1].stop(forget=True)
+                if name not in wanted:
+                    with _quiet():
+                        health.clear_health(self.stores.redis, name)
         for name, spec in wanted.items():
             if name in self.running:
                 continue

@@ -90,6 +90,10 @@ def test_cxd_ingest_receives_webhooks_and_mqtt(
     broker,  # noqa: F811
 ):
     url, proc = ingest_process
+
+    def health(name):
+        return client.get(f"/api/sources/{name}", headers=auth("read")).get_json()["health"]
+
     headers = auth("ingest")
     r = requests.post(f"{url}/hooks/hooked", json=[event(1), event(2)], headers=headers, timeout=10)
     assert r.status_code == 202, r.text
@@ -122,30 +126,16 @@ def test_cxd_ingest_receives_webhooks_and_mqtt(
     assert eventually(lambda: count(stores, "hooked") == 3, what="3 webhook events")
 
     # the MQTT source declared in cxd.yml is subscribed
-    eventually(
-        lambda: (
-            client.get("/api/sources/plant", headers=auth("read")).get_json()["health"] or {}
-        ).get("connected"),
-        timeout=30,
-        what="plant subscribed",
-    )
+    eventually(lambda: (health("plant") or {}).get("connected"), timeout=30, what="plant up")
     publish(broker.port, [("plant/a", json.dumps(event(1))), ("plant/b", json.dumps(event(2)))])
     eventually(lambda: count(stores, "plant") == 2, what="2 mqtt events")
 
     # a source declared over REST while cxd-ingest runs is picked up by its keeper
     declared = source("later", "mqtt", port=broker.port, topics=["later/+"])
     assert client.post("/api/sources", json=declared, headers=auth()).status_code == 201
-    eventually(
-        lambda: (
-            client.get("/api/sources/later", headers=auth("read")).get_json()["health"] or {}
-        ).get("connected"),
-        timeout=30,
-        what="later subscribed",
-    )
+    eventually(lambda: (health("later") or {}).get("connected"), timeout=30, what="later up")
     publish(broker.port, [("later/x", json.dumps(event(7, "x")))])
     eventually(lambda: count(stores, "later") == 1, what="the later source's event")
-    health = client.get("/api/sources/plant", headers=auth("read")).get_json()["health"]
-    assert health["messages"] == 2 and health["alive"] is True
-    webhook_health = client.get("/api/sources/hooked", headers=auth("read")).get_json()["health"]
-    assert webhook_health["messages"] == 4 and webhook_health["errors"] == 2
+    assert health("plant")["messages"] == 2 and health("plant")["alive"] is True
+    assert health("hooked")["messages"] == 4 and health("hooked")["errors"] == 2
     assert proc.poll() is None

@@ -190,6 +190,7 @@ def test_topics_map_to_datasets_and_changes_restart_the_subscriber(stores, broke
     delete_source(stores.db, "temps")
     subscribers.sync(list_sources(stores.db))
     assert "temps" not in subscribers.running
+    assert read_health(stores.redis, "temps") is None
 
 
 def test_settings_problems_are_reported_together(stores):
