@@ -41,16 +41,69 @@ def keeper(settings: Settings, stop: threading.Event) -> None:
     from speed.loader import drain
 
     stores = open_stores(settings, application_name="cxd-ingest-keeper")
+    residents = ResidentPlugins(stores)
     while not stop.is_set():
         try:
             specs = list_sources(stores.db)
+            residents.sync(specs)
             register_schedules(stores, specs)
+            prune_schedules(stores, specs)
             for spec in specs:
                 if spec.type in ("webhook", "mqtt"):
                     drain(stores, spec.name)
         except Exception:
             log.exception("ingest keeper round failed; retrying")
         stop.wait(KEEPER_INTERVAL)
+    residents.stop()
+
+
+def prune_schedules(stores, specs) -> list[str]:
+    """Cancel schedule entries no declared source wants any more (a source deleted or
+    changed through the API while this keeper was registering the old declaration)."""
+    from batch.schedule import entry_ids, scheduler
+
+    sch = scheduler(stores)
+    wanted = {job_id for spec in specs for job_id in entry_ids(spec)}
+    stale = [
+        job_id
+        for raw in stores.redis.zrange(sch.scheduled_jobs_key, 0, -1)
+        if (job_id := raw.decode()).startswith("cxd-schedule-") and job_id not in wanted
+    ]
+    for job_id in stale:
+        sch.cancel(job_id)
+        log.info("cancelled schedule %s: its source no longer wants it", job_id)
+    return stale
+
+
+class ResidentPlugins:
+    """The resident plugins this cxd-ingest hosts: MQTT subscribers (started, restarted
+    and stopped as sources come, change and go) and the webhook receiver's heartbeat."""
+
+    def __init__(self, stores):
+        from plugins.mqtt import Subscribers
+
+        self.stores = stores
+        self.mqtt = Subscribers(stores)
+        self._beat = 0.0
+
+    def sync(self, specs) -> None:
+        """Bring the running plugins in step with ``specs``; refresh their health heartbeat."""
+        import time
+
+        from plugins import health
+
+        try:
+            self.mqtt.sync(specs)
+        finally:
+            if time.monotonic() - self._beat >= 5.0:
+                self._beat = time.monotonic()
+                for spec in specs:
+                    if spec.type == "webhook":
+                        health.heartbeat(self.stores.redis, spec.name, "webhook", True)
+
+    def stop(self) -> None:
+        """Stop every subscriber (the broker keeps their sessions for the next start)."""
+        self.mqtt.stop_all()
 
 
 def main() -> None:

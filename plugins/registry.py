@@ -23,6 +23,7 @@ BUILTINS = {
     "http": "plugins.http:HttpSource",
     "odbc": "plugins.odbc:OdbcSource",
     "webhook": "plugins.webhook:WebhookSource",
+    "mqtt": "plugins.mqtt:MqttSource",
 }
 
 _loaded: dict[str, type[SourcePlugin]] = {}
