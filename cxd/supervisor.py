@@ -45,6 +45,9 @@ def run(processes: list[tuple[str, str]], env: dict[str, str], pidfile: Path | N
     children: dict[str, subprocess.Popen] = {}
     bindir = str(Path(sys.executable).parent)
     env = {**env, "PATH": bindir + os.pathsep + env.get("PATH", ""), "PYTHONUNBUFFERED": "1"}
+    if pidfile:  # before any child starts, so `cxd down` can always find this process
+        pidfile.parent.mkdir(parents=True, exist_ok=True)
+        pidfile.write_text(str(os.getpid()))
     for i, (name, cmd) in enumerate(processes):
         proc = subprocess.Popen(
             cmd, shell=True, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -53,8 +56,6 @@ def run(processes: list[tuple[str, str]], env: dict[str, str], pidfile: Path | N
         children[name] = proc
         prefix = f"{COLORS[i % len(COLORS)] if color else ''}{name.ljust(width)} |{RESET if color else ''} "
         sel.register(proc.stdout, selectors.EVENT_READ, prefix)
-    if pidfile:
-        pidfile.write_text(str(os.getpid()))
     stopping = {"reason": None}
 
     def on_signal(signum, _frame):

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cxd.test_up import free_port
+from tests.cxd.test_up import free_port, processes_of
 
 ROOT = Path(__file__).resolve().parents[2]
 FENCE = re.compile(
@@ -120,6 +120,10 @@ def test_page_commands_run(page, store_urls, stores, tmp_path):
         text=True,
         timeout=300,
     )
+    left = processes_of(tmp_path / "home")
+    for line in left:  # never leak a worker onto the next test's Redis database
+        os.kill(int(line.split(":")[0]), 9)
+    assert not left, f"{page.name}: processes left running after the page's commands: {left}"
     assert result.returncode == 0, (
         f"{page.name}: commands failed (exit {result.returncode})\n"
         f"--- stdout\n{result.stdout[-4000:]}\n--- stderr\n{result.stderr[-4000:]}"
