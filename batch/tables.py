@@ -113,3 +113,12 @@ def register_dataset(db, spec: SourceSpec) -> None:
     """Create or evolve the tables of ``spec`` in one transaction."""
     with db.cursor() as cur:
         ensure_tables(cur, spec)
+
+
+def drop_dataset(db, name: str) -> None:
+    """Drop a dataset's raw and staging tables and its watermark (its source row stays)."""
+    with db.cursor() as cur:
+        cur.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(raw_table(name)))
+        cur.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(staging_table(name)))
+        cur.execute("DELETE FROM cxd.watermarks WHERE dataset = %s", (name,))
+        cur.execute("DELETE FROM cxd.datasets WHERE name = %s", (name,))

@@ -10,12 +10,11 @@ import logging
 from typing import Any
 
 from flask import Blueprint, jsonify, request
-from psycopg2 import sql
 
 from batch import runs
 from batch.jobs import enqueue_run
 from batch.schedule import entry_ids, register_schedules, scheduler
-from batch.tables import raw_table, register_dataset, staging_table
+from batch.tables import drop_dataset, register_dataset
 from cxd.catalog import (
     SourceSpec,
     delete_source,
@@ -30,6 +29,7 @@ from plugins.health import clear_health, read_health
 from plugins.registry import plugin_for, plugin_types
 from serving.api import body, stores
 from serving.auth import needs
+from speed.stream import forget
 
 log = logging.getLogger(__name__)
 
@@ -96,14 +96,8 @@ def cancel_schedules(old: SourceSpec, new: SourceSpec | None = None) -> list[str
 
 def drop_data(name: str) -> None:
     """Drop a dataset's tables, metadata rows and Redis keys."""
-    with stores().db.cursor() as cur:
-        cur.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(raw_table(name)))
-        cur.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(staging_table(name)))
-        cur.execute("DELETE FROM cxd.watermarks WHERE dataset = %s", (name,))
-        cur.execute("DELETE FROM cxd.datasets WHERE name = %s", (name,))
-    keys = list(stores().redis.scan_iter(match=f"cxd:{{{name}}}:*", count=1000))
-    if keys:
-        stores().redis.delete(*keys)
+    drop_dataset(stores().db, name)
+    forget(stores().redis, name)
 
 
 @sources_api.get("/sources")

@@ -77,3 +77,9 @@ def latest(client: redis.Redis, dataset: str) -> list[dict]:
 def backlog(client: redis.Redis, dataset: str) -> int:
     """How many events are in the stream (not yet trimmed after loading)."""
     return int(client.xlen(log_key(dataset)))
+
+
+def forget(client: redis.Redis, dataset: str) -> int:
+    """Delete every speed-layer key of ``dataset`` (stream, latest values, counters...)."""
+    keys = list(client.scan_iter(match=f"cxd:{{{dataset}}}:*", count=1000))
+    return int(client.delete(*keys)) if keys else 0

@@ -46,6 +46,7 @@ def test_reset_fills_two_weeks_and_tick_keeps_going(factory_db, tmp_path):
     assert count == made and 0.9 * expected < count < 1.1 * expected
     assert first >= now - timedelta(days=14) and last < now
     assert len(events) == count and len({e["event_id"] for e in events}) == count
+    assert {e["shift"] for e in events} == {"early", "late", "night"}
     assert {e["product_id"] for e in events} == {
         r[0] for r in rows(factory_db, "SELECT product_id FROM production")
     }
