@@ -298,7 +298,7 @@ def _forget_demo_data(stores) -> None:
 def _save_page(stores) -> bool:
     """Store the dashboard page if this build serves pages; True when stored."""
     try:
-        from serving.live import save_page
+        from serving.pages import save_page
     except ImportError:
         return False
     save_page(stores, PAGE)

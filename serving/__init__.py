@@ -22,8 +22,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     web.install(app)
 
     from serving.api import api
+    from serving.dashboards import dashboards
     from serving.sources import sources_api
 
     app.register_blueprint(api)
     app.register_blueprint(sources_api)
+    app.register_blueprint(dashboards)
     return app
