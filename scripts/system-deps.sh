@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs the operating-system packages cxd's full test suite talks to: unixODBC with the
-# PostgreSQL and MariaDB ODBC drivers, the Mosquitto MQTT broker, and Chromium for the
+# PostgreSQL, MariaDB and SQLite ODBC drivers (and the sqlite3 shell the ODBC tutorial uses), the Mosquitto MQTT broker, and Chromium for the
 # console's browser tests. Needs root and apt (Debian); elsewhere it says what is missing.
 set -euo pipefail
-packages=(python3-venv unixodbc odbc-postgresql odbc-mariadb mosquitto chromium chromium-driver)
+packages=(python3-venv unixodbc odbc-postgresql odbc-mariadb libsqliteodbc sqlite3 mosquitto chromium chromium-driver)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
