@@ -26,4 +26,5 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     app.register_blueprint(api)
     app.register_blueprint(sources_api)
+    app.register_blueprint(__import__("serving.admin", fromlist=["admin"]).admin)
     return app

@@ -1,0 +1,120 @@
+"""Fixtures for the console: a seeded source, a logged-in test client, a real server in a
+thread, and headless Chromium driven by Playwright."""
+
+from __future__ import annotations
+
+import re
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+from werkzeug.serving import make_server
+
+from cxd.bootstrap import sync_config
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]  # fmt: skip
+SECRET = "hunter2-very-secret-pw"
+OUTPUT = Path(__file__).resolve().parents[2] / "test-output"
+
+
+def csrf_of(html: str) -> str:
+    """The CSRF token in a console page."""
+    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+
+
+@pytest.fixture
+def weather(settings, stores, tmp_path):
+    """Declare a CSV source ``weather`` (with a secret option) and ``broken`` (a missing file)."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "day1.csv").write_text(
+        "origin,time_hour,temp\n"
+        + "".join(
+            f"{o},2026-05-05T{h:02d}:00:00Z,{t}\n"
+            for h in range(6)
+            for o, t in (("EWR", 10 + h), ("JFK", 20 - h * 1.5))
+        )
+    )
+    settings.config_file.write_text(
+        textwrap.dedent(
+            f"""
+            sources:
+              - name: weather
+                type: file
+                kind: time_series
+                options: {{path: "{folder}/*.csv", format: csv, password: "{SECRET}"}}
+                columns:
+                  - {{name: origin, type: text}}
+                  - {{name: time_hour, type: timestamptz}}
+                  - {{name: temp, type: double precision}}
+                key: [origin, time_hour]
+                time_column: time_hour
+                schedule: {{every: 30m}}
+            """
+        )
+    )
+    return sync_config(settings)
+
+
+@pytest.fixture
+def admin_token(token):
+    return token("admin")
+
+
+@pytest.fixture
+def admin_client(app, admin_token):
+    """A test client logged in to the console."""
+    client = app.test_client()
+    response = client.post("/admin/login", data={"token": admin_token})
+    assert response.status_code == 302, response.data
+    return client
+
+
+@pytest.fixture
+def server(app):
+    """The app served over HTTP by werkzeug in a thread; yields its base URL."""
+    httpd = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_port}"
+    httpd.shutdown()
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's Chromium, headless, driven by Playwright (never downloads a browser)."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is not installed (scripts/system-deps.sh installs it)")
+    with sync_api.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, request):
+    """A fresh browser page; saves a screenshot under test-output/ when the test ends."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    pg = context.new_page()
+    pg.set_default_timeout(15_000)
+    yield pg
+    OUTPUT.mkdir(exist_ok=True)
+    pg.screenshot(path=str(OUTPUT / f"{request.node.name}.png"), full_page=True)
+    context.close()
+
+
+@pytest.fixture
+def logged_in(page, server, admin_token):
+    """The browser page, logged in to the console through the login form."""
+    page.goto(f"{server}/admin/")
+    page.fill("input[name=token]", admin_token)
+    page.click("button[type=submit]")
+    page.wait_for_selector("table#overview")
+    return page
