@@ -56,7 +56,8 @@ def logout_submit():
 
 
 def _overview_rows() -> list[dict[str, Any]]:
-    return state.overview(stores(), list_sources(stores().db))
+    rows = state.overview(stores(), list_sources(stores().db))
+    return [{**r, "last_error": redact(r["last_error"])} for r in rows]
 
 
 @admin.get("/")

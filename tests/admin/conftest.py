@@ -118,3 +118,19 @@ def logged_in(page, server, admin_token):
     page.click("button[type=submit]")
     page.wait_for_selector("table#overview")
     return page
+
+
+@pytest.fixture(autouse=True)
+def fresh_worker_stores():
+    """Forget the in-process worker's cached stores: the harness's reset between tests
+    terminates their connections, and ``run_jobs`` runs jobs in this process."""
+    from cxd import stores as store_module
+
+    def forget():
+        for cached in store_module._process_stores.values():
+            cached.close()
+        store_module._process_stores.clear()
+
+    forget()
+    yield
+    forget()

@@ -9,7 +9,7 @@
 (function () {
   "use strict";
   var NS = "http://www.w3.org/2000/svg";
-  var W = 760, H = 260, L = 60, R = 16, T = 14, B = 40;
+  var W = 760, H = 270, L = 60, R = 16, T = 28, B = 40;
   var COLORS = ["#2563eb", "#dc2626", "#16a34a", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#4b5563"];
 
   function node(tag, attrs, parent, text) {
@@ -56,7 +56,7 @@
       node("line", {x1: L, x2: W - R, y1: sy(v), y2: sy(v), class: "grid"}, svg);
       node("text", {x: L - 6, y: sy(v) + 4, "text-anchor": "end", class: "tick"}, svg, fmtNum(v));
     });
-    if (label) node("text", {x: 12, y: T + 4, class: "axis-label"}, svg, label);
+    if (label) node("text", {x: 8, y: 14, class: "axis-label"}, svg, label);
   }
 
   function empty(svg, message) {
@@ -99,8 +99,9 @@
     });
     if (names.length > 1 || names[0]) {
       names.slice(0, 8).forEach(function (g, i) {
-        node("rect", {x: L + 8 + i * 90, y: T - 10, width: 8, height: 8, fill: COLORS[i % COLORS.length]}, svg);
-        node("text", {x: L + 20 + i * 90, y: T - 2, class: "tick"}, svg, g || "(all)");
+        var x = W - R - (Math.min(names.length, 8) - i) * 90;
+        node("rect", {x: x, y: 6, width: 8, height: 8, fill: COLORS[i % COLORS.length]}, svg);
+        node("text", {x: x + 12, y: 14, class: "tick"}, svg, g || "(all)");
       });
     }
   }
