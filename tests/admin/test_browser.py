@@ -64,6 +64,13 @@ def test_log_in_and_see_a_failed_run_and_its_error(
     page.click("button[type=submit]")
     row = page.locator("tr[data-dataset=broken]")
     assert row.locator(".status").inner_text() == "failed"
+    backlog = page.locator("tr[data-dataset=weather] [data-field=speed_backlog]")
+    assert backlog.inner_text() == "0"
+    append(stores.redis, "weather", [{"origin": "LGA", "time_hour": "2026-05-06T00:00:00Z"}])
+    page.wait_for_function(
+        "document.querySelector('tr[data-dataset=weather] [data-field=speed_backlog]')"
+        ".innerText === '1'"
+    )  # the overview updates live
     row.locator(f"a:text('#{run_id}')").click()
     error = page.locator("#run-error").inner_text()
     stored = stores.db.fetchone("SELECT error, error_step FROM cxd.runs WHERE id = %s", (run_id,))
