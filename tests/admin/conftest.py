@@ -4,11 +4,11 @@ thread, and headless Chromium driven by Playwright."""
 from __future__ import annotations
 
 import re
-import textwrap
 import threading
 from pathlib import Path
 
 import pytest
+import yaml
 from werkzeug.serving import make_server
 
 from cxd.bootstrap import sync_config
@@ -27,9 +27,35 @@ def csrf_of(html: str) -> str:
     return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
 
 
+def csv_source(name: str, path: str, **extra) -> dict:
+    """A file source of (origin, time_hour, temp) rows, as a cxd.yml entry."""
+    return {
+        "name": name,
+        "type": "file",
+        "kind": "time_series",
+        "options": {"path": path, "format": "csv"},
+        "columns": [
+            {"name": "origin", "type": "text"},
+            {"name": "time_hour", "type": "timestamptz"},
+            {"name": "temp", "type": "double precision"},
+        ],
+        "time_column": "time_hour",
+        **extra,
+    }
+
+
+def declare(settings, *sources: dict) -> list:
+    """Add ``sources`` to the test's cxd.yml and sync them; return every declared spec."""
+    path = settings.config_file
+    doc = yaml.safe_load(path.read_text()) if path.exists() else {"sources": []}
+    doc["sources"] += list(sources)
+    path.write_text(yaml.safe_dump(doc))
+    return sync_config(settings)
+
+
 @pytest.fixture
 def weather(settings, stores, tmp_path):
-    """Declare a CSV source ``weather`` (with a secret option) and ``broken`` (a missing file)."""
+    """Declare the CSV source ``weather``: 12 rows, a secret option, a 30-minute schedule."""
     folder = tmp_path / "data"
     folder.mkdir()
     (folder / "day1.csv").write_text(
@@ -40,25 +66,11 @@ def weather(settings, stores, tmp_path):
             for o, t in (("EWR", 10 + h), ("JFK", 20 - h * 1.5))
         )
     )
-    settings.config_file.write_text(
-        textwrap.dedent(
-            f"""
-            sources:
-              - name: weather
-                type: file
-                kind: time_series
-                options: {{path: "{folder}/*.csv", format: csv, password: "{SECRET}"}}
-                columns:
-                  - {{name: origin, type: text}}
-                  - {{name: time_hour, type: timestamptz}}
-                  - {{name: temp, type: double precision}}
-                key: [origin, time_hour]
-                time_column: time_hour
-                schedule: {{every: 30m}}
-            """
-        )
+    source = csv_source(
+        "weather", f"{folder}/*.csv", key=["origin", "time_hour"], schedule={"every": "30m"}
     )
-    return sync_config(settings)
+    source["options"]["password"] = SECRET
+    return declare(settings, source)
 
 
 @pytest.fixture

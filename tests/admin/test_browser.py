@@ -12,6 +12,7 @@ import pytest
 
 from batch.jobs import enqueue_run
 from speed.stream import append
+from tests.admin.conftest import csv_source, declare
 
 pytestmark = pytest.mark.browser
 
@@ -30,23 +31,7 @@ def run_worker_process() -> None:
 def declare_broken(settings, tmp_path):
     """Add a source whose CSV has text in a number column, so its load fails."""
     (tmp_path / "bad.csv").write_text("origin,time_hour,temp\nEWR,2026-05-05T00:00:00Z,warm\n")
-    settings.config_file.write_text(
-        settings.config_file.read_text()
-        + f"""
-  - name: broken
-    type: file
-    kind: time_series
-    options: {{path: "{tmp_path}/bad.csv", format: csv}}
-    columns:
-      - {{name: origin, type: text}}
-      - {{name: time_hour, type: timestamptz}}
-      - {{name: temp, type: double precision}}
-    time_column: time_hour
-"""
-    )
-    from cxd.bootstrap import sync_config
-
-    sync_config(settings)
+    declare(settings, csv_source("broken", str(tmp_path / "bad.csv")))
 
 
 def test_log_in_and_see_a_failed_run_and_its_error(

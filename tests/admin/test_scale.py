@@ -19,7 +19,10 @@ BUDGET = 0.5  # seconds of server time per page
 def seed(stores) -> None:
     """10,000 runs (every 97th failed) and ROWS rows of 20 origins every 30 s, in SQL."""
     spec = get_source(stores.db, "weather")
-    days = [{"origin": "ZZZ", "time_hour": f"2026-05-{d:02d}T00:00:00Z", "temp": 0} for d in range(1, 19)]
+    days = [
+        {"origin": "ZZZ", "time_hour": f"2026-05-{d:02d}T00:00:00Z", "temp": 0}
+        for d in range(1, 19)
+    ]
     load_rows(stores.db, spec, days)  # creates the raw table and any time partitions first
     with stores.db.cursor() as cur:
         cur.execute(
