@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import abort, jsonify, make_response, redirect, render_template, request, url_for
+from werkzeug.exceptions import HTTPException
 
 from cxd.catalog import get_source, list_sources
 from cxd.errors import CxdError, NotFound
@@ -179,7 +180,8 @@ def _chart(spec, filters: dict[str, str]) -> dict[str, Any]:
         stores(), spec, axes, watermark["stream_id"] if watermark else "0-0"
     )
     merged = sorted(points + live, key=lambda p: p["x"])[-state.CHART_POINTS :]
-    return {"axes": axes, "points": merged, "after": after}
+    current = state.current_values(stores(), spec, axes) if spec.kind == "instantaneous" else []
+    return {"axes": axes, "points": merged, "after": after, "current": current}
 
 
 @admin.get("/datasets/<name>")
@@ -193,7 +195,8 @@ def dataset(name: str):
         rows = state.preview(stores().db, spec, filters, before)
         chart = _chart(spec, filters)
     except Exception as exc:  # a bad filter value or a filter too slow to answer
-        rows, chart = [], {"axes": state.chart_columns(spec), "points": [], "after": "0-0"}
+        rows = []
+        chart = {"axes": state.chart_columns(spec), "points": [], "after": "0-0", "current": []}
         error = str(exc).strip().splitlines()[0]
     return render_template(
         "admin/dataset.html",
@@ -225,6 +228,15 @@ def dataset_points(name: str):
         abort(400, "after must be a stream id like 1700000000000-0")
     points, last = state.speed_points(stores(), spec, axes, after)
     return jsonify({"points": points, "after": last})
+
+
+@admin.get("/datasets/<name>/current.json")
+@admin_required
+def dataset_current(name: str):
+    """The current value per entity of an instantaneous dataset, from the speed layer."""
+    spec = _spec_or_404(name)
+    axes = state.chart_columns(spec, request.args.get("y"))
+    return jsonify(state.current_values(stores(), spec, axes))
 
 
 # --- workers and queues -----------------------------------------------------------------
@@ -260,3 +272,15 @@ def no_store(response):
     if request.endpoint != "admin.static":
         response.headers.setdefault("Cache-Control", "no-store")
     return make_response(response)
+
+
+@admin.errorhandler(HTTPException)
+@admin.errorhandler(CxdError)
+def error_page(exc: HTTPException | CxdError):
+    """Console pages answer errors as a page; their JSON endpoints as the API does."""
+    status = exc.code if isinstance(exc, HTTPException) else exc.status
+    message = exc.description if isinstance(exc, HTTPException) else exc.message
+    if request.path.endswith((".json", ".part")):
+        body = {"error": {"code": "console_error", "message": redact(message), "details": None}}
+        return jsonify(body), status
+    return render_template("admin/error.html", status=status, message=message), status

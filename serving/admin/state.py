@@ -8,6 +8,8 @@ estimates, charts read the newest points through the time column's index.
 
 from __future__ import annotations
 
+import itertools
+import json
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -17,7 +19,7 @@ from batch.schedule import entry_ids
 from cxd.catalog import COLUMN_TYPES, SourceSpec
 from cxd.stores import Stores
 from speed import stream
-from speed.keys import log_key
+from speed.keys import latest_key, log_key
 
 PAGE = 50
 CHART_POINTS = 500
@@ -374,3 +376,19 @@ def speed_points(
         if p:
             points.append({**p, "id": event_id})
     return points, (events[-1][0] if events else after)
+
+
+def current_values(stores: Stores, spec: SourceSpec, axes: dict, limit: int = 200) -> list[dict]:
+    """The current value of y per entity from the speed layer's latest hash (at most ``limit``)."""
+    if not axes["y"]:
+        return []
+    bars = []
+    for _, raw in itertools.islice(stores.redis.hscan_iter(latest_key(spec.name)), limit):
+        record = json.loads(raw)
+        try:
+            value = float(record.get(axes["y"]))
+        except (TypeError, ValueError):
+            continue
+        label = " ".join(str(record.get(k)) for k in spec.key if k != spec.time_column)
+        bars.append({"label": label, "value": value})
+    return sorted(bars, key=lambda b: b["label"])

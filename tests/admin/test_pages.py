@@ -7,7 +7,7 @@ from batch.jobs import enqueue_run, queue, run_job
 from batch.schedule import register_schedules, scheduler
 from cxd.catalog import get_source
 from speed.stream import append
-from tests.admin.conftest import SECRET, csrf_of
+from tests.admin.conftest import SECRET, csrf_of, declare
 from tests.admin.test_auth import console_routes
 
 CONTRACT_TABLES = """
@@ -175,3 +175,45 @@ def test_failed_jobs_show_tracebacks_and_can_be_retried(admin_client, stores, ru
     assert response.status_code == 302
     assert queue(stores).count == 1 and queue(stores).failed_job_registry.count == 0
     assert f"re-queued job {job.id} on cxd-batch" in admin_client.get("/admin/workers").text
+
+
+def test_instantaneous_datasets_chart_their_current_values(admin_client, settings, stores):
+    levels = {
+        "name": "levels", "type": "webhook", "kind": "instantaneous", "key": ["site"],
+        "time_column": "at", "columns": [
+            {"name": "site", "type": "text"}, {"name": "at", "type": "timestamptz"},
+            {"name": "level", "type": "double precision"},
+        ],
+    }  # fmt: skip
+    declare(settings, levels)
+    events = [
+        {"site": "north", "at": "2026-05-05T10:00:00Z", "level": 1.5},
+        {"site": "south", "at": "2026-05-05T10:00:00Z", "level": 2.0},
+        {"site": "north", "at": "2026-05-05T10:01:00Z", "level": 1.75},
+    ]
+    append(stores.redis, "levels", events, key_columns=["site"])
+    current = admin_client.get("/admin/datasets/levels/current.json").get_json()
+    assert current == [{"label": "north", "value": 1.75}, {"label": "south", "value": 2.0}]
+    page = admin_client.get("/admin/datasets/levels").text
+    assert 'id="current-chart"' in page and '"label": "north", "value": 1.75' in page
+
+
+def test_errors_are_pages_for_people_and_json_for_scripts(admin_client, weather):
+    missing = admin_client.get("/admin/sources/nope")
+    assert (
+        missing.status_code == 404 and "no source or dataset named &#39;nope&#39;" in missing.text
+    )
+    assert '<h1 class="error">404</h1>' in missing.text
+    bad = admin_client.get("/admin/datasets/weather/points.json?after=yesterday")
+    assert bad.status_code == 400 and "stream id" in bad.get_json()["error"]["message"]
+
+
+def test_query_parameter_errors_name_the_parameter(admin_client, weather):
+    post(
+        admin_client, "/admin/queries", "/admin/queries/new", name="hot",
+        sql="SELECT origin FROM weather WHERE temp > :min_temp",
+        param_name="min_temp", param_type="double precision", param_default="",
+    )  # fmt: skip
+    page = admin_client.get("/admin/queries/hot?run=1&v_min_temp=warm").text
+    assert "parameter &#39;min_temp&#39; must be of type double precision" in page
+    assert 'id="result"' not in page

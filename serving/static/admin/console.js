@@ -1,6 +1,7 @@
 /* cxd console: the little JavaScript the pages use.
  * - [data-poll=URL]: replace the element's contents with the fragment at URL every 2 s;
- * - figure[data-chart]: draw the chart from its JSON; with data-live, append live points. */
+ * - figure[data-chart]: draw the chart from its JSON; with data-live, append live points;
+ *   with data-live-bars, replace the bars with the JSON at that URL. */
 (function () {
   "use strict";
   var EVERY = 2000;
@@ -49,12 +50,21 @@
       .then(function () { setTimeout(function () { live(fig); }, EVERY); });
   }
 
+  function liveBars(fig) {
+    fetch(fig.dataset.liveBars, {credentials: "same-origin"})
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (bars) { if (bars) { fig._data = bars; draw(fig); } })
+      .catch(function () {})
+      .then(function () { setTimeout(function () { liveBars(fig); }, EVERY); });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     document.querySelectorAll("[data-poll]").forEach(function (el) { setTimeout(function () { poll(el); }, EVERY); });
     document.querySelectorAll("figure[data-chart]").forEach(function (fig) {
       fig._data = readJSON(fig);
       draw(fig);
       if (fig.dataset.live) setTimeout(function () { live(fig); }, EVERY);
+      if (fig.dataset.liveBars) setTimeout(function () { liveBars(fig); }, EVERY);
     });
   });
 })();
