@@ -160,3 +160,20 @@ def test_save_a_query_with_a_parameter_and_see_its_table(
     assert page.locator("#plan").inner_text().startswith("plan\nbatch")
     bars = page.locator("#result-chart rect.bar")
     assert [b.get_attribute("data-label") for b in bars.all()] == [r["origin"] for r in expected]
+
+
+def test_retry_a_failed_job_from_the_workers_page(weather, stores, run_jobs, logged_in, server):
+    from batch.jobs import queue, run_job
+
+    job = queue(stores).enqueue(run_job, 777777)
+    run_jobs()
+    page = logged_in
+    page.click("a:text('Workers & queues')")
+    row = page.locator(f"tr[data-job='{job.id}']")
+    assert "no run 777777" in row.locator("summary").inner_text()
+    row.locator("summary").click()
+    assert "Traceback" in row.locator("pre").inner_text()
+    row.locator("button:text('Retry')").click()
+    assert page.locator(".flash").inner_text() == f"re-queued job {job.id} on cxd-batch"
+    queued = page.locator("#queues tr", has_text="cxd-batch").locator("td").nth(1)
+    assert queued.inner_text() == "1"
