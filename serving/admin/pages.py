@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg2
 from flask import abort, jsonify, make_response, redirect, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
 
@@ -166,7 +167,7 @@ def run(run_id: int):
 
 
 def _filters(spec) -> dict[str, str]:
-    names = [*spec.column_names, "time_from", "time_to"]
+    names = [*spec.column_names, "time_from", "time_to", "current"]
     return {n: request.args.get(f"f_{n}", "").strip() for n in names}
 
 
@@ -188,20 +189,23 @@ def _chart(spec, filters: dict[str, str]) -> dict[str, Any]:
 @admin_required
 def dataset(name: str):
     spec = _spec_or_404(name)
-    filters = _filters(spec)
+    columns = state.columns(stores().db, name)
+    versioned = any(c["name"] == "_valid_to" for c in columns)
+    filters = _filters(spec) | ({} if versioned else {"current": ""})
     before = int_arg("before")
     error = None
     try:
         rows = state.preview(stores().db, spec, filters, before)
         chart = _chart(spec, filters)
-    except Exception as exc:  # a bad filter value or a filter too slow to answer
+    except psycopg2.Error as exc:  # a bad filter value, or a filter too slow to answer
         rows = []
         chart = {"axes": state.chart_columns(spec), "points": [], "after": "0-0", "current": []}
         error = str(exc).strip().splitlines()[0]
     return render_template(
         "admin/dataset.html",
         spec=spec,
-        columns=state.columns(stores().db, name),
+        columns=columns,
+        versioned=versioned,
         filters=filters,
         rows=rows,
         before=before,

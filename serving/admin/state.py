@@ -25,6 +25,7 @@ PAGE = 50
 CHART_POINTS = 500
 NUMERIC = ("integer", "bigint", "smallint", "double precision", "real", "numeric")
 SCHEDULED_JOBS = "rq:scheduler:scheduled_jobs"  # rq-scheduler's sorted set: job id -> epoch
+EXACT_UP_TO = 10_000  # row counts below this are exact; above, the planner's estimate
 PREVIEW_TIMEOUT = "3s"  # a filter on an unindexed column must not hold a page for ever
 
 
@@ -54,16 +55,17 @@ def _row_estimates(db) -> dict[str, int]:
 
 def row_count(db, dataset: str, estimate: int | None) -> tuple[int, bool]:
     """(rows, exact?): the planner's estimate for big tables, a capped exact count for small."""
-    if estimate is not None and estimate >= 10_000:
+    if estimate is not None and estimate >= EXACT_UP_TO:
         return estimate, False
     if not table_exists(db, f'raw."{dataset}"'):
         return 0, True
     row = db.fetchone(
-        sql.SQL("SELECT count(*) AS n FROM (SELECT 1 FROM {} LIMIT 10000) t").format(
+        sql.SQL("SELECT count(*) AS n FROM (SELECT 1 FROM {} LIMIT %s) t").format(
             sql.Identifier("raw", dataset)
-        )
+        ),
+        (EXACT_UP_TO,),
     )
-    return int(row["n"]), True
+    return int(row["n"]), int(row["n"]) < EXACT_UP_TO
 
 
 def age(moment: datetime | None) -> str:
@@ -250,6 +252,8 @@ def _filters(spec: SourceSpec, filters: dict[str, str]) -> tuple[list[sql.Compos
                     )
                 )
                 values.append(filters[name])
+    if filters.get("current"):
+        terms.append(sql.SQL("_valid_to IS NULL"))  # the current version of each entity
     return terms, values
 
 

@@ -217,3 +217,22 @@ def test_query_parameter_errors_name_the_parameter(admin_client, weather):
     page = admin_client.get("/admin/queries/hot?run=1&v_min_temp=warm").text
     assert "parameter &#39;min_temp&#39; must be of type double precision" in page
     assert 'id="result"' not in page
+
+
+def test_point_in_time_preview_can_show_current_versions_only(admin_client, settings, stores):
+    from batch.load import load_rows
+
+    sites = {
+        "name": "sites", "type": "webhook", "kind": "point_in_time", "key": ["site"],
+        "columns": [{"name": "site", "type": "text"}, {"name": "city", "type": "text"}],
+    }  # fmt: skip
+    [spec] = declare(settings, sites)
+    load_rows(
+        stores.db, spec, [{"site": "old-mill", "city": "Leeds"}, {"site": "dock", "city": "Hull"}]
+    )
+    stores.db.execute("ALTER TABLE raw.sites ADD COLUMN IF NOT EXISTS _valid_to timestamptz")
+    stores.db.execute("UPDATE raw.sites SET _valid_to = now() WHERE site = 'old-mill'")
+    every = admin_client.get("/admin/datasets/sites").text
+    assert "Leeds" in every and "Hull" in every and 'name="f_current"' in every
+    current = admin_client.get("/admin/datasets/sites?f_current=1").text
+    assert "Leeds" not in current and "Hull" in current
