@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Iterator
 from typing import Any
 
 from flask import current_app, g, request
@@ -12,6 +14,7 @@ from serving.admin import admin
 from serving.admin.session import csrf_token
 
 MASK = "••••••"
+URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@\s/]+@")  # user:password@ in a connection URL
 
 
 def stores() -> Stores:
@@ -45,11 +48,22 @@ def pop_flashes() -> list[dict[str, str]]:
     return [json.loads(m) for m in pipe.execute()[0]]
 
 
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+    elif value is not None:
+        yield str(value)
+
+
 def secret_values() -> list[str]:
     """Every stored secret value (longest first), so pages can mask any that leak into text."""
     if "admin_secrets" not in g:
         rows = stores().db.fetchall("SELECT secrets FROM cxd.sources WHERE secrets <> '{}'")
-        found = {str(v) for r in rows for v in (r["secrets"] or {}).values() if v is not None}
+        found = {v for r in rows for v in _strings(r["secrets"])}
         g.admin_secrets = sorted((v for v in found if len(v) >= 4), key=len, reverse=True)
     return g.admin_secrets
 
@@ -61,7 +75,7 @@ def redact(text: Any) -> Any:
         return text
     for secret in secret_values():
         text = text.replace(secret, MASK)
-    return text
+    return URL_PASSWORD.sub(rf"\1{MASK}@", text)
 
 
 def int_arg(name: str) -> int | None:
