@@ -236,3 +236,15 @@ def test_point_in_time_preview_can_show_current_versions_only(admin_client, sett
     assert "Leeds" in every and "Hull" in every and 'name="f_current"' in every
     current = admin_client.get("/admin/datasets/sites?f_current=1").text
     assert "Leeds" not in current and "Hull" in current
+
+
+def test_delete_a_saved_query_or_say_the_build_cannot(admin_client, weather, stores):
+    from query_router.saved import list_queries, save_query
+
+    save_query(stores, {"name": "gone", "sql": "SELECT origin FROM weather"})
+    response = post(admin_client, "/admin/queries/gone/delete", "/admin/queries/gone")
+    shown = admin_client.get(response.location).text
+    if list_queries(stores):
+        assert "has no query_router.saved.delete_query" in shown
+    else:
+        assert "deleted query gone" in shown and "No saved queries yet" in shown
