@@ -21,6 +21,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.extensions["cxd.stores"] = stores
     web.install(app)
 
+    from serving.admin import admin
     from serving.api import api
     from serving.dashboards import dashboards
     from serving.sources import sources_api
@@ -28,4 +29,5 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(api)
     app.register_blueprint(sources_api)
     app.register_blueprint(dashboards)
+    app.register_blueprint(admin)
     return app
