@@ -319,6 +319,7 @@ class Subscribers:
         self.stores = stores
         self.running: dict[str, tuple[str, Subscriber]] = {}
         self.specs: dict[str, SourceSpec] = {}
+        self.failed: dict[str, str] = {}  # name -> fingerprint of a declaration that failed
         self._beat = 0.0
 
     def lookup(self, name: str) -> SourceSpec:
@@ -341,15 +342,17 @@ class Subscribers:
                     with _quiet():
                         health.clear_health(self.stores.redis, name)
         for name, spec in wanted.items():
-            if name in self.running:
+            if name in self.running or self.failed.get(name) == fingerprint(spec):
                 continue
             try:
                 source = plugin_for(spec, self.stores.settings.plugin_dir)
-            except Exception as exc:
+            except Exception as exc:  # reported once per declaration, not every round
+                self.failed[name] = fingerprint(spec)
                 log.error("mqtt source %s is not started: %s", name, exc)
                 with _quiet():
                     health.count_error(self.stores.redis, name, str(exc))
                 continue
+            self.failed.pop(name, None)
             subscriber = Subscriber(self.stores, source, self.lookup)
             subscriber.start()
             self.running[name] = (fingerprint(spec), subscriber)

@@ -174,16 +174,12 @@ def store_once(
         return Stored(append(client, spec.name, records, key_columns=key_columns), 0)
     keys: list[str] = [seen_key(spec.name, "req", request_id)] if request_id else []
     owner: list[int | None] = [None] if request_id else []  # record index owning each key
-    first: dict[str, int] = {}
-    repeats = 0
-    for i, record in enumerate(records):
-        if not event_id:
-            break
+    first: set[str] = set()
+    for i, record in enumerate(records if event_id else ()):
         key = seen_key(spec.name, "ev", str(record[event_id]))
         if key in first:  # the same event twice in one request: the first one counts
-            repeats += 1
             continue
-        first[key] = i
+        first.add(key)
         keys.append(key)
         owner.append(i)
     token = f"pending:{uuid.uuid4().hex}"

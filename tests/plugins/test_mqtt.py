@@ -209,3 +209,15 @@ def test_settings_problems_are_reported_together(stores):
     with pytest.raises(PluginConfigError) as err:
         plugin_for(spec)
     assert len(err.value.details["problems"]) == 4
+
+
+def test_a_badly_declared_source_is_reported_once_and_not_started(stores, subscribers):
+    from cxd.catalog import list_sources
+
+    declare(stores, 1883, topics=["a/#/b"])  # stored without the plugin's check (as from YAML)
+    for _ in range(3):
+        subscribers.sync(list_sources(stores.db))
+    assert subscribers.running == {}
+    status = read_health(stores.redis, "temps")
+    assert status["errors"] == 1
+    assert "not a valid MQTT topic filter" in status["last_error"]
