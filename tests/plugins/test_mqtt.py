@@ -221,3 +221,39 @@ def test_a_badly_declared_source_is_reported_once_and_not_started(stores, subscr
     status = read_health(stores.redis, "temps")
     assert status["errors"] == 1
     assert "not a valid MQTT topic filter" in status["last_error"]
+
+
+PLUGIN = """
+import json
+from plugins.base import SourcePlugin
+
+
+class Plant(SourcePlugin):
+    type = "mqtt"
+    resident = True
+
+    def decode(self, topic, message):
+        _, sensor, _ = topic.split("/", 2)
+        body = json.loads(message)
+        return {"event_id": body["id"], "sensor": sensor, "at": body["ts"], "temp": float(body["v"])}
+"""
+
+
+def test_a_plugin_decodes_messages_its_own_way(stores, settings, broker, subscribers):  # noqa: F811
+    settings.plugin_dir.mkdir()
+    (settings.plugin_dir / "plant.py").write_text(PLUGIN)
+    spec = declare(stores, broker.port)
+    spec.plugin = "plant"
+    save_source(stores.db, spec)
+    connected(stores, subscribers)
+    publish(
+        broker.port,
+        [
+            ("plant/s7/temp", json.dumps({"id": "e1", "ts": "2026-05-05T10:00:00Z", "v": "7.5"})),
+            ("plant/s7/temp", json.dumps({"id": "e2", "ts": "2026-05-05T10:00:01Z"})),
+        ],
+    )
+    eventually(lambda: stores.redis.xlen(dead_letter_key("temps")) == 1, what="a dead letter")
+    assert [(r["sensor"], r["temp"]) for r in stored(stores)] == [("s7", 7.5)]
+    reason = stores.redis.xrange(dead_letter_key("temps"))[0][1][b"reason"].decode()
+    assert reason == "decode failed: KeyError: 'v'"
