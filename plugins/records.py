@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 import time
@@ -169,9 +170,8 @@ def store_once(
     Idempotency-Key) makes the whole batch one event. Returns once the new events are in
     Redis. Raises :class:`Busy` when an id is being stored concurrently.
     """
-    key_columns = spec.key if spec.kind == "instantaneous" else ()
     if not event_id and not request_id:
-        return Stored(append(client, spec.name, records, key_columns=key_columns), 0)
+        return Stored(_append(client, spec, records), 0)
     keys: list[str] = [seen_key(spec.name, "req", request_id)] if request_id else []
     owner: list[int | None] = [None] if request_id else []  # record index owning each key
     first: set[str] = set()
@@ -197,12 +197,21 @@ def store_once(
     new = [records[i] for i in sorted(fresh)] if event_id else records
     claimed = [k for k, s in zip(keys, state, strict=True) if s == 0]
     try:
-        ids = append(client, spec.name, new, key_columns=key_columns)
+        ids = _append(client, spec, new)
     except BaseException:
         _script(client, _SETTLE)(keys=claimed, args=[token, 0])
         raise
     _script(client, _SETTLE)(keys=claimed, args=[token, int(ttl * 1000)])
     return Stored(ids, len(records) - len(new))
+
+
+def _append(client: redis.Redis, spec: SourceSpec, records: list[dict[str, Any]]) -> list[str]:
+    key_columns = spec.key if spec.kind == "instantaneous" else ()
+    if "spec" in inspect.signature(append).parameters:
+        # the speed layer reads the dataset's speed: settings (backlog cap, durability,
+        # counters) from the spec where its append() takes one
+        return append(client, spec.name, records, key_columns=key_columns, spec=spec)
+    return append(client, spec.name, records, key_columns=key_columns)
 
 
 def _script(client: redis.Redis, body: str):
