@@ -70,7 +70,9 @@ def connected(stores, subs, name="temps"):
 
     subs.sync(list_sources(stores.db))
     return eventually(
-        lambda: (read_health(stores.redis, name) or {}).get("connected"), what="connected"
+        lambda: (read_health(stores.redis, name) or {}).get("connected"),
+        timeout=30,
+        what=f"{name} connected (health: {read_health(stores.redis, name)})",
     )
 
 
