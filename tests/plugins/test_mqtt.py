@@ -72,7 +72,7 @@ def connected(stores, subs, name="temps"):
     return eventually(
         lambda: (read_health(stores.redis, name) or {}).get("connected"),
         timeout=30,
-        what=f"{name} connected (health: {read_health(stores.redis, name)})",
+        what=f"{name} connected",
     )
 
 
