@@ -227,7 +227,7 @@ def dead_letter(
     client: redis.Redis, dataset: str, payload: bytes | str, reason: str, **meta: Any
 ) -> str:
     """Keep an undeliverable event with the reason (bounded to the newest 100,000)."""
-    fields = {"payload": payload, "reason": reason, "at": time.time()}
+    fields = {"d": payload, "reason": reason, "at": time.time()}  # "d" as in the speed layer
     fields.update({k: str(v) for k, v in meta.items()})
     eid = client.xadd(dead_letter_key(dataset), fields, maxlen=100_000, approximate=True)
     return eid.decode() if isinstance(eid, bytes) else eid

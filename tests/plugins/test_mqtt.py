@@ -108,6 +108,7 @@ def test_bad_messages_go_to_the_dead_letter_stream(stores, broker, subscribers):
     reasons = [fields[b"reason"].decode() for _, fields in dead]
     assert "not JSON" in reasons[0]
     assert "at:" in reasons[1] and "temp:" in reasons[1]
+    assert dead[0][1][b"d"] == b"\x00not json"  # kept as received
     assert dead[1][1][b"topic"] == b"plant/a/temp"
     eventually(lambda: [r["event_id"] for r in stored(stores)] == ["e2"], what="the good one")
     status = read_health(stores.redis, "temps")
