@@ -36,12 +36,12 @@ def create_ingest_app(config: dict | None = None) -> Flask:
 
 def keeper(settings: Settings, stop: threading.Event) -> None:
     """Background duties: keep schedules registered and hand live events to batch."""
+    residents = ResidentPlugins(open_stores(settings, application_name="cxd-ingest-resident"))
     from batch.schedule import register_schedules
     from cxd.catalog import list_sources
     from speed.loader import drain
 
     stores = open_stores(settings, application_name="cxd-ingest-keeper")
-    residents = ResidentPlugins(stores)
     while not stop.is_set():
         try:
             specs = list_sources(stores.db)

@@ -43,6 +43,7 @@ from cxd.errors import TransientError
 from cxd.stores import Stores
 from plugins import health
 from plugins.base import SourcePlugin
+from plugins.exceptions import PluginConfigError
 from plugins.records import DEDUP_TTL, Busy, batch_problems, dead_letter, store_once
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,20 @@ class MqttSource(SourcePlugin):
     def fetch(self, cursor):
         return iter(())
 
+    def decode(self, topic: str, message: bytes) -> dict[str, Any] | list[dict[str, Any]]:
+        """One message as a record (or a list of them): JSON, plus the topic if asked.
+
+        A plugin of ``type: mqtt`` may define its own ``decode(topic, message)``; cxd-ingest
+        then uses it instead (a ValueError or any other error dead-letters the message).
+        """
+        doc = json.loads(message)
+        column = self.options.get("topic_column")
+        if column:
+            for record in doc if isinstance(doc, list) else [doc]:
+                if isinstance(record, dict):
+                    record.setdefault(column, topic)
+        return doc
+
     def routes(self) -> list[tuple[str, str]]:
         """(topic filter, dataset) pairs, first match wins."""
         topics = self.options["topics"]
@@ -136,9 +151,16 @@ def fingerprint(spec: SourceSpec) -> str:
 class Subscriber:
     """One MQTT connection of one source: subscribe, validate, store, acknowledge."""
 
-    def __init__(self, stores: Stores, source: MqttSource, lookup: Callable[[str], SourceSpec]):
+    def __init__(
+        self,
+        stores: Stores,
+        source: MqttSource,
+        lookup: Callable[[str], SourceSpec],
+        decode: Callable[[str, bytes], Any] | None = None,
+    ):
         self.stores = stores
         self.source = source
+        self.decode = decode or source.decode
         self.name = source.spec.name
         self.lookup = lookup
         self.connected = False
@@ -255,16 +277,16 @@ class Subscriber:
         """Store one message; return True when it may be acknowledged to the broker."""
         dataset = self.target(topic) or self.name
         try:
-            doc = json.loads(payload)
-        except ValueError as exc:
+            decoded = self.decode(topic, payload)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             return self._dead(dataset, topic, payload, f"the payload is not JSON: {exc}")
-        records = doc if isinstance(doc, list) else [doc]
+        except Exception as exc:  # a user's decode() may fail in any way
+            return self._dead(
+                dataset, topic, payload, f"decode failed: {type(exc).__name__}: {exc}"
+            )
+        records = decoded if isinstance(decoded, list) else [decoded]
         spec = self.lookup(dataset)
         opts = self.source.options
-        if opts.get("topic_column"):
-            for record in records:
-                if isinstance(record, dict):
-                    record.setdefault(opts["topic_column"], topic)
         event_id = opts.get("event_id") if opts.get("event_id") in spec.column_names else None
         bad = batch_problems(spec, records, event_id)
         if bad:
@@ -319,6 +341,7 @@ class Subscribers:
         self.stores = stores
         self.running: dict[str, tuple[str, Subscriber]] = {}
         self.specs: dict[str, SourceSpec] = {}
+        self.failed: dict[str, str] = {}  # name -> fingerprint of a declaration that failed
         self._beat = 0.0
 
     def lookup(self, name: str) -> SourceSpec:
@@ -341,16 +364,23 @@ class Subscribers:
                     with _quiet():
                         health.clear_health(self.stores.redis, name)
         for name, spec in wanted.items():
-            if name in self.running:
+            if name in self.running or self.failed.get(name) == fingerprint(spec):
                 continue
             try:
-                source = plugin_for(spec, self.stores.settings.plugin_dir)
-            except Exception as exc:
+                plugin = plugin_for(spec, self.stores.settings.plugin_dir)
+                source = plugin if isinstance(plugin, MqttSource) else MqttSource(spec)
+                problems = source.validate() if source is not plugin else []
+                if problems:
+                    raise PluginConfigError(f"source {name!r}: " + "; ".join(problems))
+            except Exception as exc:  # reported once per declaration, not every round
+                self.failed[name] = fingerprint(spec)
                 log.error("mqtt source %s is not started: %s", name, exc)
                 with _quiet():
                     health.count_error(self.stores.redis, name, str(exc))
                 continue
-            subscriber = Subscriber(self.stores, source, self.lookup)
+            self.failed.pop(name, None)
+            decode = getattr(plugin, "decode", None) if plugin is not source else None
+            subscriber = Subscriber(self.stores, source, self.lookup, decode)
             subscriber.start()
             self.running[name] = (fingerprint(spec), subscriber)
         if time.monotonic() - self._beat >= HEARTBEAT_EVERY:

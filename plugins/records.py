@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 import time
@@ -169,21 +170,16 @@ def store_once(
     Idempotency-Key) makes the whole batch one event. Returns once the new events are in
     Redis. Raises :class:`Busy` when an id is being stored concurrently.
     """
-    key_columns = spec.key if spec.kind == "instantaneous" else ()
     if not event_id and not request_id:
-        return Stored(append(client, spec.name, records, key_columns=key_columns), 0)
+        return Stored(_append(client, spec, records), 0)
     keys: list[str] = [seen_key(spec.name, "req", request_id)] if request_id else []
     owner: list[int | None] = [None] if request_id else []  # record index owning each key
-    first: dict[str, int] = {}
-    repeats = 0
-    for i, record in enumerate(records):
-        if not event_id:
-            break
+    first: set[str] = set()
+    for i, record in enumerate(records if event_id else ()):
         key = seen_key(spec.name, "ev", str(record[event_id]))
         if key in first:  # the same event twice in one request: the first one counts
-            repeats += 1
             continue
-        first[key] = i
+        first.add(key)
         keys.append(key)
         owner.append(i)
     token = f"pending:{uuid.uuid4().hex}"
@@ -201,12 +197,21 @@ def store_once(
     new = [records[i] for i in sorted(fresh)] if event_id else records
     claimed = [k for k, s in zip(keys, state, strict=True) if s == 0]
     try:
-        ids = append(client, spec.name, new, key_columns=key_columns)
+        ids = _append(client, spec, new)
     except BaseException:
         _script(client, _SETTLE)(keys=claimed, args=[token, 0])
         raise
     _script(client, _SETTLE)(keys=claimed, args=[token, int(ttl * 1000)])
     return Stored(ids, len(records) - len(new))
+
+
+def _append(client: redis.Redis, spec: SourceSpec, records: list[dict[str, Any]]) -> list[str]:
+    key_columns = spec.key if spec.kind == "instantaneous" else ()
+    if "spec" in inspect.signature(append).parameters:
+        # the speed layer reads the dataset's speed: settings (backlog cap, durability,
+        # counters) from the spec where its append() takes one
+        return append(client, spec.name, records, key_columns=key_columns, spec=spec)
+    return append(client, spec.name, records, key_columns=key_columns)
 
 
 def _script(client: redis.Redis, body: str):
@@ -222,7 +227,7 @@ def dead_letter(
     client: redis.Redis, dataset: str, payload: bytes | str, reason: str, **meta: Any
 ) -> str:
     """Keep an undeliverable event with the reason (bounded to the newest 100,000)."""
-    fields = {"payload": payload, "reason": reason, "at": time.time()}
+    fields = {"d": payload, "reason": reason, "at": time.time()}  # "d" as in the speed layer
     fields.update({k: str(v) for k, v in meta.items()})
     eid = client.xadd(dead_letter_key(dataset), fields, maxlen=100_000, approximate=True)
     return eid.decode() if isinstance(eid, bytes) else eid

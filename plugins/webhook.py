@@ -136,10 +136,13 @@ def read_body(limit: int) -> bytes:
     too_big = BadInput(f"the body is over the limit of {limit} bytes", status=413)
     if (request.content_length or 0) > limit:
         raise too_big
-    body = request.stream.read(limit + 1)  # chunked bodies carry no Content-Length
-    if len(body) > limit:
-        raise too_big
-    return body
+    body = bytearray()  # chunked bodies carry no Content-Length: count while reading
+    while len(body) <= limit:
+        chunk = request.stream.read(min(limit + 1 - len(body), 1 << 20))
+        if not chunk:
+            return bytes(body)
+        body += chunk
+    raise too_big
 
 
 hooks = Blueprint("hooks", __name__)

@@ -46,7 +46,7 @@ def declarations(tmp_path, mqtt_port):
                 "dsn": "cxd_test_dsn",
                 "query": "SELECT sensor, at, level FROM readings WHERE at > ?",
                 "cursor_column": "at",
-                "initial_cursor": "1970-01-01T00:00:00",
+                "initial_cursor": "2026-01-01T00:00:00Z",
                 "username": "reader",
                 "password": PASSWORD,  # an option named like a secret becomes a secret
             },

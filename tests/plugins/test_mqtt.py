@@ -70,7 +70,9 @@ def connected(stores, subs, name="temps"):
 
     subs.sync(list_sources(stores.db))
     return eventually(
-        lambda: (read_health(stores.redis, name) or {}).get("connected"), what="connected"
+        lambda: (read_health(stores.redis, name) or {}).get("connected"),
+        timeout=30,
+        what=f"{name} connected",
     )
 
 
@@ -106,6 +108,7 @@ def test_bad_messages_go_to_the_dead_letter_stream(stores, broker, subscribers):
     reasons = [fields[b"reason"].decode() for _, fields in dead]
     assert "not JSON" in reasons[0]
     assert "at:" in reasons[1] and "temp:" in reasons[1]
+    assert dead[0][1][b"d"] == b"\x00not json"  # kept as received
     assert dead[1][1][b"topic"] == b"plant/a/temp"
     eventually(lambda: [r["event_id"] for r in stored(stores)] == ["e2"], what="the good one")
     status = read_health(stores.redis, "temps")
@@ -209,3 +212,51 @@ def test_settings_problems_are_reported_together(stores):
     with pytest.raises(PluginConfigError) as err:
         plugin_for(spec)
     assert len(err.value.details["problems"]) == 4
+
+
+def test_a_badly_declared_source_is_reported_once_and_not_started(stores, subscribers):
+    from cxd.catalog import list_sources
+
+    declare(stores, 1883, topics=["a/#/b"])  # stored without the plugin's check (as from YAML)
+    for _ in range(3):
+        subscribers.sync(list_sources(stores.db))
+    assert subscribers.running == {}
+    status = read_health(stores.redis, "temps")
+    assert status["errors"] == 1
+    assert "not a valid MQTT topic filter" in status["last_error"]
+
+
+PLUGIN = """
+import json
+from plugins.base import SourcePlugin
+
+
+class Plant(SourcePlugin):
+    type = "mqtt"
+    resident = True
+
+    def decode(self, topic, message):
+        _, sensor, _ = topic.split("/", 2)
+        body = json.loads(message)
+        return {"event_id": body["id"], "sensor": sensor, "at": body["ts"], "temp": float(body["v"])}
+"""
+
+
+def test_a_plugin_decodes_messages_its_own_way(stores, settings, broker, subscribers):  # noqa: F811
+    settings.plugin_dir.mkdir()
+    (settings.plugin_dir / "plant.py").write_text(PLUGIN)
+    spec = declare(stores, broker.port)
+    spec.plugin = "plant"
+    save_source(stores.db, spec)
+    connected(stores, subscribers)
+    publish(
+        broker.port,
+        [
+            ("plant/s7/temp", json.dumps({"id": "e1", "ts": "2026-05-05T10:00:00Z", "v": "7.5"})),
+            ("plant/s7/temp", json.dumps({"id": "e2", "ts": "2026-05-05T10:00:01Z"})),
+        ],
+    )
+    eventually(lambda: stores.redis.xlen(dead_letter_key("temps")) == 1, what="a dead letter")
+    assert [(r["sensor"], r["temp"]) for r in stored(stores)] == [("s7", 7.5)]
+    reason = stores.redis.xrange(dead_letter_key("temps"))[0][1][b"reason"].decode()
+    assert reason == "decode failed: KeyError: 'v'"

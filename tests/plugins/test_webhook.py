@@ -248,3 +248,17 @@ def test_health_counts_messages_and_errors(stores, ingest_client, auth):
     assert status["errors"] == 1
     assert "invalid" in status["last_error"]
     assert status["last_message_at"].startswith("20")
+
+
+def test_a_large_batch_is_read_whole(stores, ingest_client, auth):
+    declare(stores)
+    body = "\n".join(json.dumps(event(n % 60, event_id=f"e{n}")) for n in range(5000))
+    assert len(body) > 400_000
+    r = ingest_client.post(
+        "/hooks/levels",
+        data=body,
+        headers={**auth("ingest"), "Content-Type": "application/x-ndjson"},
+    )
+    assert r.status_code == 202
+    assert r.get_json()["accepted"] == 5000
+    assert backlog(stores.redis, "levels") == 5000

@@ -208,3 +208,17 @@ def test_health_of_a_resident_source_is_shown(stores, client, ingest_client, aut
     assert "invalid" in health["last_error"]
     assert health["last_message_at"] is not None
     assert set(health) >= {"connected", "last_message_at", "messages", "errors", "last_error"}
+
+
+def test_the_ingest_keeper_cancels_entries_no_source_wants(stores, tmp_path):
+    from batch.schedule import register_schedules
+    from cxd.catalog import parse_source
+    from cxd.ingest import prune_schedules
+
+    kept = parse_source(file_source(tmp_path, schedule={"every": "5m"}))
+    gone = parse_source(file_source(tmp_path, "gone", schedule={"every": "10m"}))
+    register_schedules(stores, [kept, gone])
+    # e.g. the keeper registered "gone" from a list read just before it was deleted
+    assert prune_schedules(stores, [kept]) == ["cxd-schedule-gone-every"]
+    assert schedules(stores) == {"cxd-schedule-readings-every": 300}
+    assert prune_schedules(stores, [kept]) == []
