@@ -198,23 +198,32 @@ class OdbcSource(SourcePlugin):
                 f"source {self.spec.name!r}: cannot connect to the ODBC database:"
                 f" {self._describe_error(exc)}"
             ) from None
-        self._apply_query_timeout(conn)
+        self._prepare_session(conn)
         return conn
 
-    def _apply_query_timeout(self, conn) -> None:
-        """Drivers differ: psqlODBC and MariaDB ignore or refuse ODBC's query timeout, so
-        their own session setting is used."""
+    def _prepare_session(self, conn) -> None:
+        """Set the session's time zone and query timeout.
+
+        Drivers differ: psqlODBC and MariaDB ignore or refuse ODBC's own query timeout,
+        so their session settings are used. The time zone makes the server hand out
+        ``timestamptz`` values in ``options.timezone``, the zone ingest reads them in.
+        """
         import pyodbc
 
         limit = seconds(self.options.get("query_timeout", "5m"))
-        if not limit:
-            return
+        zone = str(self.options.get("timezone", "UTC"))
         dbms = str(conn.getinfo(pyodbc.SQL_DBMS_NAME) or "").lower()
         if "postgres" in dbms:
+            conn.execute("SELECT set_config('TimeZone', ?, false)", zone)
             conn.execute(f"SET statement_timeout = {int(limit * 1000)}")
         elif "maria" in dbms or "mysql" in dbms:
-            conn.execute(f"SET SESSION max_statement_time = {float(limit)}")
-        else:
+            try:
+                conn.execute("SET time_zone = ?", "+00:00" if zone == "UTC" else zone)
+            except pyodbc.Error:
+                pass  # named zones need the server's time zone tables; TIMESTAMPs stay local
+            if limit:
+                conn.execute(f"SET SESSION max_statement_time = {float(limit)}")
+        elif limit:
             try:
                 conn.timeout = max(1, int(limit))
             except pyodbc.Error:

@@ -101,6 +101,27 @@ def test_postgres_incremental_loads_only_new_rows(stores, pg_source):  # noqa: F
     assert run(stores, "orders")["rows_fetched"] == 0  # nothing new: nothing read
 
 
+def test_a_dsn_with_user_and_password_secret(stores, pg_source, tmp_path, monkeypatch):  # noqa: F811
+    conn, conn_string, _ = pg_source
+    make_orders(conn)
+    settings = dict(part.split("=", 1) for part in conn_string.strip(";").split(";"))
+    ini = tmp_path / "odbc.ini"
+    ini.write_text(
+        "[orders_db]\n"
+        f"Driver = {settings['Driver'].strip('{}')}\n"
+        f"Servername = {settings['Server']}\nPort = {settings['Port']}\n"
+        f"Database = {settings['Database']}\n"
+    )
+    monkeypatch.setenv("ODBCINI", str(ini))  # unixODBC reads user DSNs from this file
+    body = orders_source("", dsn="orders_db", user="postgres", password="pw-not-needed")
+    body.pop("secrets")
+    spec = declare(stores, body)
+    assert spec.secrets == {"password": "pw-not-needed"}
+    result = run(stores, "orders")
+    assert result["status"] == "succeeded", result["error"]
+    assert result["rows_fetched"] == 3
+
+
 def test_cxd_run_loads_an_odbc_source(stores, settings, pg_source, capsys):  # noqa: F811
     from cxd.cli import build_parser
 
@@ -161,10 +182,8 @@ def test_postgres_types_map_to_declared_columns(stores, pg_source):  # noqa: F81
         "name": "kinds",
         "type": "odbc",
         "kind": "time_series",
-        "options": {"query": "SELECT * FROM kinds", "timezone": "UTC"},
-        "secrets": {
-            "connection_string": conn_string + "BoolsAsChar=0;ConnSettings=SET TimeZone='UTC';"
-        },
+        "options": {"query": "SELECT * FROM kinds", "timezone": "Europe/Paris"},
+        "secrets": {"connection_string": conn_string + "BoolsAsChar=0;"},
         "columns": [{"name": "i", "type": "integer"}],
         "time_column": None,
     }
