@@ -43,6 +43,7 @@ from plugins.parse import (
     seconds,
     select_columns,
 )
+from plugins.settings import duration_problems
 
 AFTER = ("move", "keep")
 
@@ -84,10 +85,7 @@ class FileSource(SourcePlugin):
             problems.append(f"options.format {fmt!r} is not one of {', '.join(FORMATS)}")
         if o.get("after", "keep") not in AFTER:
             problems.append(f"options.after {o.get('after')!r} is not one of {', '.join(AFTER)}")
-        try:
-            seconds(o.get("settle", "1s"))
-        except ValueError as exc:
-            problems.append(f"options.settle: {exc}")
+        problems += duration_problems(o, "settle")
         return problems
 
     @property

@@ -47,6 +47,7 @@ from plugins.parse import (
     seconds,
     select_columns,
 )
+from plugins.settings import count_problems, duration_problems
 
 PAGINATION = ("none", "next_link", "cursor", "offset")
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -110,16 +111,11 @@ class HttpSource(SourcePlugin):
             problems.append("options.pagination.cursor_path is required for cursor pagination")
         if page.get("type") == "offset" and not page.get("limit"):
             problems.append("options.pagination.limit (page size) is required for offset paging")
-        for name in ("connect_timeout", "read_timeout", "backoff", "max_retry_after"):
-            try:
-                seconds(o.get(name, 1))
-            except ValueError as exc:
-                problems.append(f"options.{name}: {exc}")
-        try:
-            if int(o.get("retries", 3)) < 0:
-                problems.append("options.retries must be 0 or more")
-        except (TypeError, ValueError):
-            problems.append(f"options.retries {o.get('retries')!r} is not a number")
+        problems += duration_problems(
+            o, "connect_timeout", "read_timeout", "backoff", "max_retry_after"
+        )
+        problems += count_problems(o, "retries", 3, 0)
+        problems += count_problems(self.pagination, "max_pages", 1000, 1)
         for name in ("params", "headers"):
             if not isinstance(o.get(name, {}), dict):
                 problems.append(f"options.{name} must be a mapping")

@@ -37,6 +37,7 @@ import pandas as pd
 from plugins.base import Payload, SourcePlugin
 from plugins.exceptions import FetchError, PluginConfigError, RecordError
 from plugins.parse import seconds, select_columns
+from plugins.settings import count_problems, duration_problems
 
 #: Postgres column type for each Python type pyodbc returns (see :func:`postgres_type`)
 TYPE_MAP: dict[type, str] = {
@@ -138,16 +139,8 @@ class OdbcSource(SourcePlugin):
         col = o.get("cursor_column")
         if col and col not in self.spec.column_names:
             problems.append(f"options.cursor_column {col!r} is not a declared column")
-        try:
-            if int(o.get("chunk_size", 5000)) < 1:
-                problems.append("options.chunk_size must be at least 1")
-        except (TypeError, ValueError):
-            problems.append(f"options.chunk_size {o.get('chunk_size')!r} is not a number")
-        for name in ("login_timeout", "query_timeout"):
-            try:
-                seconds(o.get(name, 0))
-            except ValueError as exc:
-                problems.append(f"options.{name}: {exc}")
+        problems += count_problems(o, "chunk_size", 5000, 1)
+        problems += duration_problems(o, "login_timeout", "query_timeout")
         try:
             ZoneInfo(str(o.get("timezone", "UTC")))
         except (ZoneInfoNotFoundError, ValueError):
