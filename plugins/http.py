@@ -53,7 +53,7 @@ PAGINATION = ("none", "next_link", "cursor", "offset")
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 USER_AGENT = "cxd-http-source/0.1"
 
-# one Session per source, kept across runs in a worker so connections are reused
+# one Session per source, kept for the life of the process so connections are reused
 _sessions: dict[str, requests.Session] = {}
 _sessions_lock = threading.Lock()
 
