@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
@@ -61,6 +62,7 @@ _CURSOR_TYPES = {
     "decimal": Decimal,
     "str": str,
 }
+_PASSWORD_IN = re.compile(r"(^|;)\s*(PWD|PASSWORD)\s*=", re.I)
 _CONNECT_PARTS = (
     ("driver", "Driver"),
     ("server", "Server"),
@@ -125,6 +127,11 @@ class OdbcSource(SourcePlugin):
                     "set options.dsn, options.driver (with server, database...) or a"
                     " connection_string secret"
                 )
+        if _PASSWORD_IN.search(str(o.get("connection_string", ""))):
+            problems.append(
+                "options.connection_string holds a password: declare it under secrets"
+                " (secrets are never shown or logged; options are)"
+            )
         query = o.get("query")
         if not isinstance(query, str) or not query.strip():
             problems.append("options.query is required (SQL; each ? is bound to the cursor)")
@@ -223,13 +230,40 @@ class OdbcSource(SourcePlugin):
                 pass  # the driver has no query timeout; the rq job timeout still applies
 
     def bind_value(self, cursor: Any) -> Any:
-        """The value bound to each ``?`` for a stored cursor (or the initial cursor)."""
+        """The value bound to each ``?`` for a stored cursor (or the initial cursor).
+
+        A textual initial cursor is bound as the declared type of the cursor column
+        (timestamp, date or integer), so every driver compares it as such.
+        """
         if cursor is None:
-            return self.options.get("initial_cursor")
+            return self._initial_cursor()
         if isinstance(cursor, dict) and "value" in cursor:
             convert = _CURSOR_TYPES.get(cursor.get("type", "str"), str)
             return None if cursor["value"] is None else convert(cursor["value"])
         return cursor
+
+    def _initial_cursor(self) -> Any:
+        value = self.options.get("initial_cursor")
+        col = self.options.get("cursor_column")
+        if not isinstance(value, str) or col not in self.spec.column_names:
+            return value
+        ctype = self.spec.column_type(col)
+        try:
+            if ctype in ("timestamptz", "timestamp"):
+                parsed = dt.datetime.fromisoformat(value)
+                if parsed.tzinfo is not None:  # the session hands out local times of `timezone`
+                    zone = ZoneInfo(str(self.options.get("timezone", "UTC")))
+                    parsed = parsed.astimezone(zone).replace(tzinfo=None)
+                return parsed
+            if ctype == "date":
+                return dt.date.fromisoformat(value)
+            if ctype in ("integer", "bigint", "smallint"):
+                return int(value)
+        except ValueError:
+            raise PluginConfigError(
+                f"source {self.spec.name!r}: options.initial_cursor {value!r} is not a {ctype}"
+            ) from None
+        return value
 
     def fetch(self, cursor: Any) -> Iterator[Payload]:
         """Run the query bound to ``cursor`` and yield one JSON payload per chunk of rows."""

@@ -317,6 +317,32 @@ def test_every_setting_problem_is_reported_at_once(stores):
     assert any("login_timeout" in p for p in problems)
 
 
+def test_a_password_in_the_options_is_refused():
+    body = orders_source("")
+    body.pop("secrets")
+    body["options"]["connection_string"] = "Driver={PostgreSQL Unicode};Server=db;PWD=hunter2;"
+    with pytest.raises(PluginConfigError) as err:
+        plugin_for(parse_source(body))
+    assert err.value.details["problems"] == [
+        "options.connection_string holds a password: declare it under secrets"
+        " (secrets are never shown or logged; options are)"
+    ]
+
+
+def test_initial_cursor_is_bound_as_the_cursor_column_type(stores, pg_source):  # noqa: F811
+    conn, conn_string, _ = pg_source
+    make_orders(conn)
+    # 12:30 in Paris is 10:30 UTC: rows 2 (11:00) and 3 (12:00) are newer
+    declare(stores, orders_source(conn_string, initial_cursor="2026-05-05T12:30:00+02:00"))
+    result = run(stores, "orders")
+    assert result["status"] == "succeeded", result["error"]
+    assert [r["id"] for r in raw_rows(stores, "orders", "id")] == [2, 3]
+    declare(stores, orders_source(conn_string, initial_cursor="last tuesday"))
+    failed = run(stores, "orders", mode="full")
+    assert failed["status"] == "failed"
+    assert "options.initial_cursor 'last tuesday' is not a timestamptz" in failed["error"]
+
+
 def mariadb_running() -> bool:
     try:
         socket.create_connection(("127.0.0.1", 3306), timeout=1).close()
