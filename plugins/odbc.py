@@ -33,6 +33,7 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import numpy as np
 import pandas as pd
 
 from plugins.base import Payload, SourcePlugin
@@ -89,6 +90,11 @@ def _json_value(value: Any) -> Any:
         return value
     if isinstance(value, float):
         return value if value == value and abs(value) != float("inf") else str(value)
+    return _json_default(value)
+
+
+def _json_default(value: Any) -> Any:
+    """JSON for what the json encoder cannot write itself (it calls this only for those)."""
     if isinstance(value, dt.datetime | dt.date | dt.time):
         return value.isoformat()
     if isinstance(value, bytes | bytearray):
@@ -299,7 +305,7 @@ class OdbcSource(SourcePlugin):
                     body = {
                         "columns": names,
                         "types": types,
-                        "rows": [[_json_value(v) for v in r] for r in rows],
+                        "rows": [tuple(r) for r in rows],
                     }
                     meta = {"chunk": chunk, "rows": len(rows)}
                     if best is not None:
@@ -309,7 +315,9 @@ class OdbcSource(SourcePlugin):
                             "type": _cursor_type(best),
                         }
                     yield Payload(
-                        content=json.dumps(body, separators=(",", ":")).encode(),
+                        content=json.dumps(
+                            body, separators=(",", ":"), default=_json_default
+                        ).encode(),
                         name=f"{self.spec.name} rows chunk {chunk}",
                         media_type="application/json",
                         meta=meta,
@@ -363,10 +371,10 @@ class OdbcSource(SourcePlugin):
         except (ValueError, KeyError, TypeError) as exc:
             raise RecordError(f"{payload.name}: not an ODBC rows payload: {exc}") from None
         frame = select_columns(frame, self.spec, payload.name)
-        zone = ZoneInfo(str(self.options.get("timezone", "UTC")))
+        zone = str(self.options.get("timezone", "UTC"))
         for col in self.spec.columns:
             if col.type == "timestamptz":
-                frame[col.name] = frame[col.name].map(lambda v: _with_zone(v, zone))
+                frame[col.name] = _with_zone(frame[col.name], zone)
         return frame
 
     def next_cursor(self, cursor: Any, payloads: list[Payload]) -> Any:
@@ -377,13 +385,34 @@ class OdbcSource(SourcePlugin):
         return cursor
 
 
-def _with_zone(value: Any, zone: ZoneInfo) -> Any:
-    if not isinstance(value, str):
-        return value
-    try:
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError:
-        return value
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=zone)
-    return parsed.isoformat()
+_AWARE = r"T.*(?:Z|[+-]\d\d:?\d\d)$"
+
+
+def _with_zone(values: pd.Series, zone: str) -> pd.Series:
+    """ISO timestamps without an offset, given the offset of ``zone`` at that instant.
+
+    A time that occurs twice (the hour clocks go back) is read as the first one.
+    """
+    naive = values.notna() & ~values.astype(str).str.contains(_AWARE, regex=True)
+    if not naive.any():
+        return values
+    text = values[naive].astype(str)
+    text = text.where(text.str.contains("T", regex=False), text + "T00:00:00")
+    if zone == "UTC":
+        suffix: Any = "+00:00"
+    else:
+        try:
+            parsed = pd.to_datetime(text, format="ISO8601")
+        except (ValueError, TypeError):
+            return values  # not timestamps after all: Postgres will say what is wrong
+        localized = parsed.dt.tz_localize(
+            zone, ambiguous=np.ones(len(parsed), dtype=bool), nonexistent="shift_forward"
+        )
+        utc = localized.dt.tz_convert("UTC").dt.tz_localize(None)
+        minutes = ((localized.dt.tz_localize(None) - utc) / pd.Timedelta(minutes=1)).astype(int)
+        sign = pd.Series(np.where(minutes < 0, "-", "+"), index=minutes.index)
+        hours = (minutes.abs() // 60).astype(str).str.zfill(2)
+        suffix = sign + hours + ":" + (minutes.abs() % 60).astype(str).str.zfill(2)
+    out = values.astype(object).copy()
+    out[naive] = text + suffix
+    return out
