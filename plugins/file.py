@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import glob
 import hashlib
-import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -236,4 +235,4 @@ class FileSource(SourcePlugin):
             except FileNotFoundError:
                 continue
             self.done_dir.mkdir(parents=True, exist_ok=True)
-            os.replace(path, _unique_target(self.done_dir, path.name))
+            shutil.move(str(path), _unique_target(self.done_dir, path.name))

@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import quote, quote_plus, urljoin
 
 import pandas as pd
 import requests
@@ -144,10 +144,12 @@ class HttpSource(SourcePlugin):
         return None
 
     def _redact(self, text: str) -> str:
+        """``text`` with every secret (also as it appears URL-encoded) replaced by ***."""
         for value in self.secrets.values():
             for secret in value.values() if isinstance(value, dict) else [value]:
                 if secret:
-                    text = text.replace(str(secret), "***")
+                    for form in {str(secret), quote(str(secret), safe=""), quote_plus(str(secret))}:
+                        text = text.replace(form, "***")
         return text
 
     # -- fetch ------------------------------------------------------------------------------
@@ -166,6 +168,7 @@ class HttpSource(SourcePlugin):
         backoff = seconds(o.get("backoff", "1s"))
         cap = seconds(o.get("max_retry_after", "60s"))
         session = session_for(self.spec.name)
+        params = {**params, **(self.secrets.get("params") or {})}  # e.g. ?api_key=...
         problem = ""
         for attempt in range(retries + 1):
             wait = backoff * 2**attempt
@@ -224,7 +227,7 @@ class HttpSource(SourcePlugin):
                 )
             payload = Payload(
                 content=response.content,
-                name=response.url,
+                name=self._redact(response.url),
                 media_type=response.headers.get("Content-Type", "application/octet-stream"),
                 meta={
                     "page": page,
