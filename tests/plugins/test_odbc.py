@@ -221,7 +221,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_unreachable_database_fails_the_run_and_keeps_raw(stores, pg_source):  # noqa: F811
+def test_unreachable_database_fails_the_run_and_keeps_raw(stores, pg_source, caplog):  # noqa: F811
     conn, conn_string, _ = pg_source
     make_orders(conn)
     declare(stores, orders_source(conn_string))
@@ -245,6 +245,8 @@ def test_unreachable_database_fails_the_run_and_keeps_raw(stores, pg_source):  #
     assert "cannot connect to the ODBC database" in failed["error"]
     assert "Connection refused" in failed["error"]
     assert "s3cret-Passw0rd" not in str(failed)
+    assert "Connection refused" in caplog.text  # the failure is logged, the password is not
+    assert "s3cret-Passw0rd" not in caplog.text
     assert raw_rows(stores, "orders", "id") == before
     assert get_watermark(stores.db, "orders")["cursor"] == cursor
 
@@ -389,3 +391,22 @@ def test_mariadb_incremental_load(stores):
         admin.execute(f"DROP DATABASE {name}")
         admin.close()
     assert get_source(stores.db, "orders").secrets["connection_string"].startswith("Driver=")
+
+
+def test_declared_and_run_through_the_rest_api(stores, pg_source, client, auth, run_jobs):  # noqa: F811
+    conn, conn_string, _ = pg_source
+    make_orders(conn)
+    body = orders_source(conn_string + "PWD=never-sh0wn;")
+    created = client.post("/api/sources", json=body, headers=auth("admin"))
+    assert created.status_code == 201, created.get_json()
+    assert "never-sh0wn" not in created.get_data(as_text=True)
+    assert "never-sh0wn" not in client.get("/api/sources/orders", headers=auth()).get_data(
+        as_text=True
+    )
+    started = client.post("/api/sources/orders/runs", json={"mode": "incremental"}, headers=auth())
+    assert started.status_code == 202
+    assert run_jobs() == 1
+    result = client.get(f"/api/runs/{started.get_json()['run_id']}", headers=auth("read"))
+    assert result.get_json()["status"] == "succeeded", result.get_json()
+    assert result.get_json()["rows_loaded"] == 3
+    assert "never-sh0wn" not in result.get_data(as_text=True)
