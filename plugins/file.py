@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import glob
 import hashlib
-import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -43,6 +42,7 @@ from plugins.parse import (
     seconds,
     select_columns,
 )
+from plugins.settings import duration_problems
 
 AFTER = ("move", "keep")
 
@@ -84,10 +84,7 @@ class FileSource(SourcePlugin):
             problems.append(f"options.format {fmt!r} is not one of {', '.join(FORMATS)}")
         if o.get("after", "keep") not in AFTER:
             problems.append(f"options.after {o.get('after')!r} is not one of {', '.join(AFTER)}")
-        try:
-            seconds(o.get("settle", "1s"))
-        except ValueError as exc:
-            problems.append(f"options.settle: {exc}")
+        problems += duration_problems(o, "settle")
         return problems
 
     @property
@@ -238,4 +235,4 @@ class FileSource(SourcePlugin):
             except FileNotFoundError:
                 continue
             self.done_dir.mkdir(parents=True, exist_ok=True)
-            os.replace(path, _unique_target(self.done_dir, path.name))
+            shutil.move(str(path), _unique_target(self.done_dir, path.name))

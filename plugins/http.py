@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import quote, quote_plus, urljoin
 
 import pandas as pd
 import requests
@@ -47,12 +47,13 @@ from plugins.parse import (
     seconds,
     select_columns,
 )
+from plugins.settings import count_problems, duration_problems
 
 PAGINATION = ("none", "next_link", "cursor", "offset")
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 USER_AGENT = "cxd-http-source/0.1"
 
-# one Session per source, kept across runs in a worker so connections are reused
+# one Session per source, kept for the life of the process so connections are reused
 _sessions: dict[str, requests.Session] = {}
 _sessions_lock = threading.Lock()
 
@@ -110,16 +111,11 @@ class HttpSource(SourcePlugin):
             problems.append("options.pagination.cursor_path is required for cursor pagination")
         if page.get("type") == "offset" and not page.get("limit"):
             problems.append("options.pagination.limit (page size) is required for offset paging")
-        for name in ("connect_timeout", "read_timeout", "backoff", "max_retry_after"):
-            try:
-                seconds(o.get(name, 1))
-            except ValueError as exc:
-                problems.append(f"options.{name}: {exc}")
-        try:
-            if int(o.get("retries", 3)) < 0:
-                problems.append("options.retries must be 0 or more")
-        except (TypeError, ValueError):
-            problems.append(f"options.retries {o.get('retries')!r} is not a number")
+        problems += duration_problems(
+            o, "connect_timeout", "read_timeout", "backoff", "max_retry_after"
+        )
+        problems += count_problems(o, "retries", 3, 0)
+        problems += count_problems(self.pagination, "max_pages", 1000, 1)
         for name in ("params", "headers"):
             if not isinstance(o.get(name, {}), dict):
                 problems.append(f"options.{name} must be a mapping")
@@ -148,10 +144,12 @@ class HttpSource(SourcePlugin):
         return None
 
     def _redact(self, text: str) -> str:
+        """``text`` with every secret (also as it appears URL-encoded) replaced by ***."""
         for value in self.secrets.values():
             for secret in value.values() if isinstance(value, dict) else [value]:
                 if secret:
-                    text = text.replace(str(secret), "***")
+                    for form in {str(secret), quote(str(secret), safe=""), quote_plus(str(secret))}:
+                        text = text.replace(form, "***")
         return text
 
     # -- fetch ------------------------------------------------------------------------------
@@ -170,6 +168,7 @@ class HttpSource(SourcePlugin):
         backoff = seconds(o.get("backoff", "1s"))
         cap = seconds(o.get("max_retry_after", "60s"))
         session = session_for(self.spec.name)
+        params = {**params, **(self.secrets.get("params") or {})}  # e.g. ?api_key=...
         problem = ""
         for attempt in range(retries + 1):
             wait = backoff * 2**attempt
@@ -228,7 +227,7 @@ class HttpSource(SourcePlugin):
                 )
             payload = Payload(
                 content=response.content,
-                name=response.url,
+                name=self._redact(response.url),
                 media_type=response.headers.get("Content-Type", "application/octet-stream"),
                 meta={
                     "page": page,

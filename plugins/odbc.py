@@ -26,17 +26,20 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import numpy as np
 import pandas as pd
 
 from plugins.base import Payload, SourcePlugin
 from plugins.exceptions import FetchError, PluginConfigError, RecordError
 from plugins.parse import seconds, select_columns
+from plugins.settings import count_problems, duration_problems
 
 #: Postgres column type for each Python type pyodbc returns (see :func:`postgres_type`)
 TYPE_MAP: dict[type, str] = {
@@ -60,6 +63,7 @@ _CURSOR_TYPES = {
     "decimal": Decimal,
     "str": str,
 }
+_PASSWORD_IN = re.compile(r"(^|;)\s*(PWD|PASSWORD)\s*=", re.I)
 _CONNECT_PARTS = (
     ("driver", "Driver"),
     ("server", "Server"),
@@ -86,6 +90,11 @@ def _json_value(value: Any) -> Any:
         return value
     if isinstance(value, float):
         return value if value == value and abs(value) != float("inf") else str(value)
+    return _json_default(value)
+
+
+def _json_default(value: Any) -> Any:
+    """JSON for what the json encoder cannot write itself (it calls this only for those)."""
     if isinstance(value, dt.datetime | dt.date | dt.time):
         return value.isoformat()
     if isinstance(value, bytes | bytearray):
@@ -124,6 +133,11 @@ class OdbcSource(SourcePlugin):
                     "set options.dsn, options.driver (with server, database...) or a"
                     " connection_string secret"
                 )
+        if _PASSWORD_IN.search(str(o.get("connection_string", ""))):
+            problems.append(
+                "options.connection_string holds a password: declare it under secrets"
+                " (secrets are never shown or logged; options are)"
+            )
         query = o.get("query")
         if not isinstance(query, str) or not query.strip():
             problems.append("options.query is required (SQL; each ? is bound to the cursor)")
@@ -138,16 +152,8 @@ class OdbcSource(SourcePlugin):
         col = o.get("cursor_column")
         if col and col not in self.spec.column_names:
             problems.append(f"options.cursor_column {col!r} is not a declared column")
-        try:
-            if int(o.get("chunk_size", 5000)) < 1:
-                problems.append("options.chunk_size must be at least 1")
-        except (TypeError, ValueError):
-            problems.append(f"options.chunk_size {o.get('chunk_size')!r} is not a number")
-        for name in ("login_timeout", "query_timeout"):
-            try:
-                seconds(o.get(name, 0))
-            except ValueError as exc:
-                problems.append(f"options.{name}: {exc}")
+        problems += count_problems(o, "chunk_size", 5000, 1)
+        problems += duration_problems(o, "login_timeout", "query_timeout")
         try:
             ZoneInfo(str(o.get("timezone", "UTC")))
         except (ZoneInfoNotFoundError, ValueError):
@@ -198,36 +204,72 @@ class OdbcSource(SourcePlugin):
                 f"source {self.spec.name!r}: cannot connect to the ODBC database:"
                 f" {self._describe_error(exc)}"
             ) from None
-        self._apply_query_timeout(conn)
+        self._prepare_session(conn)
         return conn
 
-    def _apply_query_timeout(self, conn) -> None:
-        """Drivers differ: psqlODBC and MariaDB ignore or refuse ODBC's query timeout, so
-        their own session setting is used."""
+    def _prepare_session(self, conn) -> None:
+        """Set the session's time zone and query timeout.
+
+        Drivers differ: psqlODBC and MariaDB ignore or refuse ODBC's own query timeout,
+        so their session settings are used. The time zone makes the server hand out
+        ``timestamptz`` values in ``options.timezone``, the zone ingest reads them in.
+        """
         import pyodbc
 
         limit = seconds(self.options.get("query_timeout", "5m"))
-        if not limit:
-            return
+        zone = str(self.options.get("timezone", "UTC"))
         dbms = str(conn.getinfo(pyodbc.SQL_DBMS_NAME) or "").lower()
         if "postgres" in dbms:
+            conn.execute("SELECT set_config('TimeZone', ?, false)", zone)
             conn.execute(f"SET statement_timeout = {int(limit * 1000)}")
         elif "maria" in dbms or "mysql" in dbms:
-            conn.execute(f"SET SESSION max_statement_time = {float(limit)}")
-        else:
+            try:
+                conn.execute("SET time_zone = ?", "+00:00" if zone == "UTC" else zone)
+            except pyodbc.Error:
+                pass  # named zones need the server's time zone tables; TIMESTAMPs stay local
+            if limit:
+                conn.execute(f"SET SESSION max_statement_time = {float(limit)}")
+        elif limit:
             try:
                 conn.timeout = max(1, int(limit))
             except pyodbc.Error:
                 pass  # the driver has no query timeout; the rq job timeout still applies
 
     def bind_value(self, cursor: Any) -> Any:
-        """The value bound to each ``?`` for a stored cursor (or the initial cursor)."""
+        """The value bound to each ``?`` for a stored cursor (or the initial cursor).
+
+        A textual initial cursor is bound as the declared type of the cursor column
+        (timestamp, date or integer), so every driver compares it as such.
+        """
         if cursor is None:
-            return self.options.get("initial_cursor")
+            return self._initial_cursor()
         if isinstance(cursor, dict) and "value" in cursor:
             convert = _CURSOR_TYPES.get(cursor.get("type", "str"), str)
             return None if cursor["value"] is None else convert(cursor["value"])
         return cursor
+
+    def _initial_cursor(self) -> Any:
+        value = self.options.get("initial_cursor")
+        col = self.options.get("cursor_column")
+        if not isinstance(value, str) or col not in self.spec.column_names:
+            return value
+        ctype = self.spec.column_type(col)
+        try:
+            if ctype in ("timestamptz", "timestamp"):
+                parsed = dt.datetime.fromisoformat(value)
+                if parsed.tzinfo is not None:  # the session hands out local times of `timezone`
+                    zone = ZoneInfo(str(self.options.get("timezone", "UTC")))
+                    parsed = parsed.astimezone(zone).replace(tzinfo=None)
+                return parsed
+            if ctype == "date":
+                return dt.date.fromisoformat(value)
+            if ctype in ("integer", "bigint", "smallint"):
+                return int(value)
+        except ValueError:
+            raise PluginConfigError(
+                f"source {self.spec.name!r}: options.initial_cursor {value!r} is not a {ctype}"
+            ) from None
+        return value
 
     def fetch(self, cursor: Any) -> Iterator[Payload]:
         """Run the query bound to ``cursor`` and yield one JSON payload per chunk of rows."""
@@ -263,7 +305,7 @@ class OdbcSource(SourcePlugin):
                     body = {
                         "columns": names,
                         "types": types,
-                        "rows": [[_json_value(v) for v in r] for r in rows],
+                        "rows": [tuple(r) for r in rows],
                     }
                     meta = {"chunk": chunk, "rows": len(rows)}
                     if best is not None:
@@ -273,7 +315,9 @@ class OdbcSource(SourcePlugin):
                             "type": _cursor_type(best),
                         }
                     yield Payload(
-                        content=json.dumps(body, separators=(",", ":")).encode(),
+                        content=json.dumps(
+                            body, separators=(",", ":"), default=_json_default
+                        ).encode(),
                         name=f"{self.spec.name} rows chunk {chunk}",
                         media_type="application/json",
                         meta=meta,
@@ -327,10 +371,10 @@ class OdbcSource(SourcePlugin):
         except (ValueError, KeyError, TypeError) as exc:
             raise RecordError(f"{payload.name}: not an ODBC rows payload: {exc}") from None
         frame = select_columns(frame, self.spec, payload.name)
-        zone = ZoneInfo(str(self.options.get("timezone", "UTC")))
+        zone = str(self.options.get("timezone", "UTC"))
         for col in self.spec.columns:
             if col.type == "timestamptz":
-                frame[col.name] = frame[col.name].map(lambda v: _with_zone(v, zone))
+                frame[col.name] = _with_zone(frame[col.name], zone)
         return frame
 
     def next_cursor(self, cursor: Any, payloads: list[Payload]) -> Any:
@@ -341,13 +385,34 @@ class OdbcSource(SourcePlugin):
         return cursor
 
 
-def _with_zone(value: Any, zone: ZoneInfo) -> Any:
-    if not isinstance(value, str):
-        return value
-    try:
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError:
-        return value
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=zone)
-    return parsed.isoformat()
+_AWARE = r"T.*(?:Z|[+-]\d\d:?\d\d)$"
+
+
+def _with_zone(values: pd.Series, zone: str) -> pd.Series:
+    """ISO timestamps without an offset, given the offset of ``zone`` at that instant.
+
+    A time that occurs twice (the hour clocks go back) is read as the first one.
+    """
+    naive = values.notna() & ~values.astype(str).str.contains(_AWARE, regex=True)
+    if not naive.any():
+        return values
+    text = values[naive].astype(str)
+    text = text.where(text.str.contains("T", regex=False), text + "T00:00:00")
+    if zone == "UTC":
+        suffix: Any = "+00:00"
+    else:
+        try:
+            parsed = pd.to_datetime(text, format="ISO8601")
+        except (ValueError, TypeError):
+            return values  # not timestamps after all: Postgres will say what is wrong
+        localized = parsed.dt.tz_localize(
+            zone, ambiguous=np.ones(len(parsed), dtype=bool), nonexistent="shift_forward"
+        )
+        utc = localized.dt.tz_convert("UTC").dt.tz_localize(None)
+        minutes = ((localized.dt.tz_localize(None) - utc) / pd.Timedelta(minutes=1)).astype(int)
+        sign = pd.Series(np.where(minutes < 0, "-", "+"), index=minutes.index)
+        hours = (minutes.abs() // 60).astype(str).str.zfill(2)
+        suffix = sign + hours + ":" + (minutes.abs() % 60).astype(str).str.zfill(2)
+    out = values.astype(object).copy()
+    out[naive] = text + suffix
+    return out

@@ -295,3 +295,31 @@ def test_bad_settings_are_reported_together():
     with pytest.raises(PluginConfigError) as err:
         plugin_for(spec)
     assert len(err.value.details["problems"]) == 5, err.value.details
+
+
+def test_an_api_key_query_parameter_from_secrets_never_shows(stores, doc_server):  # noqa: F811
+    from urllib.parse import quote_plus
+
+    from plugins.http import HttpSource
+
+    def keyed(req):
+        if req["query"].get("apikey") != "k3y/with+odd chars":
+            return 401, {}, b"bad key"
+        return 200, {"Content-Type": "application/json"}, b'[{"station": "A", "level": 1}]'
+
+    doc_server.routes["/levels"] = keyed
+    body = source(doc_server.url + "/levels", params={"region": "north"})
+    body["secrets"] = {"params": {"apikey": "k3y/with+odd chars"}}
+    spec = declare(stores, body)
+    (payload,) = HttpSource(spec).fetch(None)
+    assert payload.name == doc_server.url + "/levels?region=north&apikey=***"
+    assert doc_server.requests[-1]["query"] == {"region": "north", "apikey": "k3y/with+odd chars"}
+    assert run(stores, "levels")["status"] == "succeeded"
+
+    body["secrets"] = {"params": {"apikey": "wr0ng/key+1"}}
+    declare(stores, body)
+    failed = run(stores, "levels", mode="full")
+    assert failed["status"] == "failed"
+    assert "apikey=*** answered 401" in failed["error"]
+    text = json.dumps(failed, default=str)
+    assert "wr0ng" not in text and quote_plus("wr0ng/key+1") not in text
