@@ -84,6 +84,13 @@ def settings(store_urls, tmp_path, monkeypatch) -> Settings:
 
 
 def _reset(stores: Stores) -> None:
+    from cxd import stores as stores_module
+
+    # rq jobs run in this process use its cached stores; the reset below ends their
+    # Postgres connections, so they are closed and reopened by the next job
+    for opened in stores_module._process_stores.values():
+        opened.close()
+    stores_module._process_stores.clear()
     with stores.db.cursor() as cur:
         cur.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
