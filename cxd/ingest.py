@@ -27,6 +27,9 @@ def create_ingest_app(config: dict | None = None) -> Flask:
         load_settings(), application_name="cxd-ingest"
     )
     app.extensions["cxd.stores"] = stores
+    from speed.durability import startup_check
+
+    startup_check(stores.redis)  # warns of the loss window; refuses impossible durable mode
     web.install(app)
     from plugins.webhook import hooks
 
@@ -38,9 +41,10 @@ def keeper(settings: Settings, stop: threading.Event) -> None:
     """Background duties: keep schedules registered and hand live events to batch."""
     from batch.schedule import register_schedules
     from cxd.catalog import list_sources
-    from speed.loader import drain
+    from speed.loader import drain, register_schedule
 
     stores = open_stores(settings, application_name="cxd-ingest-keeper")
+    register_schedule(stores)  # the rq job loads too when cxd-ingest is not running
     while not stop.is_set():
         try:
             specs = list_sources(stores.db)

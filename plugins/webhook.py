@@ -80,6 +80,10 @@ def receive(dataset: str):
             details={"records": bad},
         )
     ids = append(
-        stores.redis, dataset, records, key_columns=spec.key if spec.kind == "instantaneous" else ()
+        stores.redis,
+        dataset,
+        records,
+        key_columns=spec.key if spec.kind == "instantaneous" else (),
+        spec=spec,
     )
     return jsonify({"accepted": len(ids), "ids": ids}), 202
