@@ -208,9 +208,13 @@ class Loader:
             start = "0-0"
             while True:
                 reply = self.redis.xautoclaim(
-                    key, LOADER_GROUP, self.consumer, min_idle_time=0, start_id=start,
-                    count=1000, justid=True,
-                )  # fmt: skip
+                    key,
+                    LOADER_GROUP,
+                    self.consumer,
+                    min_idle_time=0,
+                    start_id=start,
+                    count=1000,
+                )  # fmt: skip  (redis-py drops the next cursor of a JUSTID reply)
                 claimed += len(reply[1])
                 start = _text(reply[0])
                 if start == "0-0":
