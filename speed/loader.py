@@ -31,6 +31,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import psycopg2
 import redis
 
@@ -47,7 +48,7 @@ from speed.keys import (
     log_key,
     notify_channel,
 )
-from speed.stream import decode, parse_id, speed_options
+from speed.stream import parse_id, speed_options
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,32 @@ for i = 2, #ARGV, 1000 do
 end
 if n > 0 then redis.call('DECRBY', KEYS[2], n) end
 return n
+"""
+
+# one round trip, and a flat reply (redis-py's XREADGROUP parsing costs more than Redis)
+_READ = """
+local fresh = 0
+local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3],
+                     'STREAMS', KEYS[1], '0')
+if not r or #r[1][2] == 0 then
+  fresh = 1
+  r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3],
+                 'STREAMS', KEYS[1], '>')
+end
+local out = {fresh}
+if r then
+  for _, e in ipairs(r[1][2]) do
+    local payload = ''
+    if e[2] then
+      for i = 1, #e[2], 2 do
+        if e[2][i] == 'd' then payload = e[2][i + 1] end
+      end
+    end
+    out[#out + 1] = e[1]
+    out[#out + 1] = payload
+  end
+end
+return out
 """
 
 _DEAD_LETTER = """
@@ -114,6 +141,7 @@ class Loader:
         self.max_batches = max_batches  # per call, so one busy dataset cannot starve others
         self._ack = self.redis.register_script(_ACK)
         self._dead_letter = self.redis.register_script(_DEAD_LETTER)
+        self._read_script = self.redis.register_script(_READ)
 
     def after_commit(self, dataset: str, ids: list[str]) -> None:
         """Called between a commit and its XACK (a seam for crash tests; does nothing)."""
@@ -138,10 +166,12 @@ class Loader:
                 entries, fresh = self._read(dataset, durable=opts["durable"])
                 if not entries:
                     break
-                done = [eid for eid, _ in entries if parse_id(eid) <= parse_id(report.watermark)]
-                todo = [
-                    (eid, f) for eid, f in entries if parse_id(eid) > parse_id(report.watermark)
-                ]
+                # entries come in id order: those at or below W (committed by a loader that
+                # died before its XACK) form a prefix
+                w, cut = parse_id(report.watermark), 0
+                while cut < len(entries) and parse_id(entries[cut][0]) <= w:
+                    cut += 1
+                done, todo = [eid for eid, _ in entries[:cut]], entries[cut:]
                 if done:
                     report.skipped += self._acknowledge(dataset, done)
                 complete = self._load_part(spec, todo, report) if todo else True
@@ -232,33 +262,31 @@ class Loader:
         return claimed
 
     def _read(self, dataset: str, *, durable: bool) -> tuple[list[tuple[str, Any]], bool]:
-        """Our pending entries first (oldest unloaded), else new ones; (entries, fresh)."""
-        key = log_key(dataset)
-        reply = self.redis.xreadgroup(
-            LOADER_GROUP, self.consumer, {key: "0"}, count=self.batch_size
-        )
-        entries = reply[0][1] if reply else []
-        fresh = False
-        if not entries:
-            fresh = True
+        """Our pending entries first (oldest unloaded), else new ones; (entries, fresh).
+
+        Each entry is (stream id, payload bytes or None for a trimmed pending entry).
+        """
+        keys, args = [log_key(dataset)], [LOADER_GROUP, self.consumer, self.batch_size]
+        waitaof = False
+        if durable:
+            from speed.durability import durable_persistence
+
+            waitaof = durable_persistence(self.redis).waitaof
+        if waitaof:
+            from speed.durability import WAITAOF_TIMEOUT_MS, check_waitaof
+
+            # the XREADGROUP is written after the events it delivers: once it is fsynced,
+            # so are they, and W can never pass an event a Redis crash could take back
             pipe = self.redis.pipeline(transaction=False)
-            pipe.xreadgroup(LOADER_GROUP, self.consumer, {key: ">"}, count=self.batch_size)
-            waitaof = False
-            if durable:
-                from speed.durability import WAITAOF_TIMEOUT_MS, durable_persistence
-
-                waitaof = durable_persistence(self.redis).waitaof
-                if waitaof:
-                    # the XREADGROUP is written after the events it delivers: once it is
-                    # fsynced, so are they, and W can never pass an event Redis may lose
-                    pipe.execute_command("WAITAOF", 1, 0, WAITAOF_TIMEOUT_MS)
-            results = pipe.execute()
-            if waitaof:
-                from speed.durability import check_waitaof
-
-                check_waitaof(results[1])
-            entries = results[0][0][1] if results[0] else []
-        return [(_text(eid), fields) for eid, fields in entries], fresh
+            self._read_script(keys=keys, args=args, client=pipe)
+            pipe.execute_command("WAITAOF", 1, 0, WAITAOF_TIMEOUT_MS)
+            reply, synced = pipe.execute()
+            check_waitaof(synced)
+        else:
+            reply = self._read_script(keys=keys, args=args)
+        fresh = reply[0] == 1
+        entries = [(reply[i].decode(), reply[i + 1] or None) for i in range(1, len(reply), 2)]
+        return entries, fresh
 
     # -- loading -----------------------------------------------------------------------
 
@@ -291,9 +319,9 @@ class Loader:
     def _commit(self, spec: SourceSpec, part: list[tuple[str, Any]], report: LoadReport) -> None:
         ids = [eid for eid, _ in part]
         records = []
-        for eid, fields in part:
+        for eid, payload in part:
             try:
-                record = decode(fields)
+                record = None if payload is None else orjson.loads(payload)
             except ValueError as exc:
                 raise PoisonEvent(f"event {eid} is not JSON: {exc}") from None
             if not isinstance(record, dict):
@@ -326,10 +354,10 @@ class Loader:
         self, spec: SourceSpec, entry: tuple[str, Any], count: int, reason: str, report
     ) -> bool:
         """Dead-letter one event, then move W past it (each step safe to repeat)."""
-        eid, fields = entry
-        raw = (fields or {}).get(b"d", b"")
+        eid, raw = entry
         self._dead_letter(
-            keys=[dead_key(spec.name), dead_ids_key(spec.name)], args=[eid, reason, count, raw]
+            keys=[dead_key(spec.name), dead_ids_key(spec.name)],
+            args=[eid, reason, count, raw or b""],
         )
         self.stores.db.execute(
             "INSERT INTO cxd.speed_log (dataset, event, stream_id, reason, details)"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import signal
 import time
 
+import pytest
+
 from batch.load import get_watermark
 from speed.keys import LOADER_GROUP, dead_key, log_key
 from speed.loader import Loader, drain, register_schedule
@@ -121,7 +123,19 @@ def test_poison_event_reaches_dead_letters_after_n_failures_while_the_rest_load(
     assert "invalid input syntax" in log[0]["reason"]
 
 
-def test_loader_runs_as_a_scheduled_rq_job(stores, live, run_jobs):
+@pytest.fixture
+def own_worker_stores():
+    """The in-process rq job opens process-wide stores; close them so no later test's
+    reset leaves it a pool of terminated connections."""
+    from cxd import stores as stores_module
+
+    yield
+    for cached in stores_module._process_stores.values():
+        cached.close()
+    stores_module._process_stores.clear()
+
+
+def test_loader_runs_as_a_scheduled_rq_job(stores, live, run_jobs, own_worker_stores):
     from rq_scheduler import Scheduler
 
     live("events")
