@@ -142,6 +142,7 @@ class Loader:
         self._ack = self.redis.register_script(_ACK)
         self._dead_letter = self.redis.register_script(_DEAD_LETTER)
         self._read_script = self.redis.register_script(_READ)
+        self._lock_cursor = None
 
     def after_commit(self, dataset: str, ids: list[str]) -> None:
         """Called between a commit and its XACK (a seam for crash tests; does nothing)."""
@@ -188,15 +189,26 @@ class Loader:
             cur.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))", (_LOCK_CLASS, dataset))
             mine = bool(cur.fetchone()[0])
             conn.commit()
+            self._lock_cursor = cur if mine else None
             try:
                 yield mine
             finally:
+                self._lock_cursor = None
                 if mine and not conn.closed:
                     with contextlib.suppress(psycopg2.Error):
                         conn.rollback()
                         cur.execute(
                             "SELECT pg_advisory_unlock(%s, hashtext(%s))", (_LOCK_CLASS, dataset)
                         )
+
+    def _check_lock(self) -> None:
+        """Raise unless the session holding the dataset's lock is still alive.
+
+        Postgres drops a session lock only with its session; had ours gone (a Postgres
+        restart), another loader could be loading the same entries, so stop before commit.
+        """
+        self._lock_cursor.execute("SELECT 1")
+        self._lock_cursor.connection.commit()
 
     def _ensure_group(self, dataset: str, w: str) -> None:
         key = log_key(dataset)
@@ -327,6 +339,7 @@ class Loader:
             if not isinstance(record, dict):
                 raise PoisonEvent(f"event {eid} is not a JSON object")
             records.append(record)
+        self._check_lock()
         load_rows(self.stores.db, spec, records, stream_ids=ids, stream_watermark=ids[-1])
         report.loaded += len(ids)
         report.watermark = ids[-1]
@@ -367,6 +380,7 @@ class Loader:
         )
         log.error("speed %s: event %s moved to %s after %d failures: %s",
                   spec.name, eid, dead_key(spec.name), count, reason)  # fmt: skip
+        self._check_lock()
         load_rows(self.stores.db, spec, [], stream_ids=[], stream_watermark=eid)
         report.watermark = eid
         report.dead += 1

@@ -249,13 +249,6 @@ def _as_time(value: Any) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def decode(fields: dict | None) -> dict | None:
-    """The record stored in a stream entry (None for a trimmed or foreign entry)."""
-    if not fields or FIELD not in fields:
-        return None
-    return orjson.loads(fields[FIELD])
-
-
 def read_after(
     client: redis.Redis,
     dataset: str,
