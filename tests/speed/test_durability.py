@@ -105,3 +105,24 @@ def test_without_persistence_a_redis_kill_loses_acknowledged_events(redis_server
     server.kill()
     server.start()
     assert server.client().xlen(log_key("events")) == 0  # all 1000 acknowledged events gone
+
+
+def test_durable_mode_comes_from_the_source_or_the_environment(redis_server, monkeypatch):
+    from cxd.catalog import parse_source
+    from speed.stream import speed_options
+
+    base = {"type": "webhook", "kind": "instantaneous", "key": ["n"]}
+    base["columns"] = [{"name": "n", "type": "bigint"}]
+    plain = parse_source({"name": "a", **base})
+    durable = parse_source({"name": "b", **base, "speed": {"durable": True}})
+    monkeypatch.delenv("CXD_SPEED_DURABLE", raising=False)
+    assert (speed_options(plain)["durable"], speed_options(durable)["durable"]) == (False, True)
+    client = redis_server("--appendonly", "no").client()
+    with pytest.raises(ConfigError, match="appendonly yes"):
+        append(client, "b", [event(1)], spec=durable)
+    append(client, "a", [event(1)], spec=plain)
+    monkeypatch.setenv("CXD_SPEED_DURABLE", "1")
+    with pytest.raises(ConfigError, match="appendonly yes"):
+        append(client, "a", [event(1)], spec=plain)
+    with pytest.raises(ConfigError, match="appendonly yes"):
+        startup_check(client)
