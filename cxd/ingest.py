@@ -27,9 +27,6 @@ def create_ingest_app(config: dict | None = None) -> Flask:
         load_settings(), application_name="cxd-ingest"
     )
     app.extensions["cxd.stores"] = stores
-    from speed.durability import startup_check
-
-    startup_check(stores.redis)  # warns of the loss window; refuses impossible durable mode
     web.install(app)
     from plugins.webhook import hooks
 
@@ -44,11 +41,11 @@ def keeper(settings: Settings, stop: threading.Event) -> None:
     from speed.loader import drain, register_schedule
 
     stores = open_stores(settings, application_name="cxd-ingest-keeper")
-    register_schedule(stores)  # the rq job loads too when cxd-ingest is not running
     while not stop.is_set():
         try:
             specs = list_sources(stores.db)
             register_schedules(stores, specs)
+            register_schedule(stores)  # the speed loader's rq job, for when no keeper runs
             for spec in specs:
                 if spec.type in ("webhook", "mqtt"):
                     drain(stores, spec.name)
@@ -66,6 +63,10 @@ def main() -> None:
 
         settings = prepare(settings)
         specs = sync_config(settings)
+        from cxd.stores import connect_redis
+        from speed.durability import startup_check
+
+        startup_check(connect_redis(settings.redis_url))  # loss window; impossible durable mode
     except ConfigError as exc:
         sys.exit(f"cxd-ingest: {exc.message}")
     os.environ["CXD_DATABASE_URL"] = settings.database_url

@@ -56,6 +56,7 @@ QUEUE = "cxd-speed"
 SCHEDULE_ID = "cxd-speed-load"
 LIVE_TYPES = ("webhook", "mqtt")
 _LOCK_CLASS = 0x0C7D0200
+_FORGET_AFTER_MS = 10_000
 # errors that belong to an event (bad JSON, a value Postgres cannot take), not to the moment
 _POISON = (PoisonEvent, psycopg2.DataError, psycopg2.IntegrityError, ValueError, TypeError)
 
@@ -269,8 +270,12 @@ class Loader:
                     _json({"consumers": pending, "by": self.consumer}),
                 ),
             )
-        for c in others:  # forget dead consumers (kill -9 leaves one per process)
-            self.redis.xgroup_delconsumer(key, LOADER_GROUP, _text(c["name"]))
+        # forget dead consumers (kill -9 leaves one per process); only empty, long-idle ones,
+        # as deleting a consumer drops its pending entries
+        for c in self.redis.xinfo_consumers(key, LOADER_GROUP) if others else ():
+            if _text(c["name"]) != self.consumer and not int(c["pending"]):
+                if int(c["idle"]) > _FORGET_AFTER_MS:
+                    self.redis.xgroup_delconsumer(key, LOADER_GROUP, _text(c["name"]))
         return claimed
 
     def _read(self, dataset: str, *, durable: bool) -> tuple[list[tuple[str, Any]], bool]:

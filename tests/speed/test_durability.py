@@ -126,3 +126,25 @@ def test_durable_mode_comes_from_the_source_or_the_environment(redis_server, mon
         append(client, "a", [event(1)], spec=plain)
     with pytest.raises(ConfigError, match="appendonly yes"):
         startup_check(client)
+
+
+def test_cxd_ingest_refuses_to_start_in_durable_mode_on_an_unsafe_redis(
+    redis_server, settings, stores
+):
+    import os
+    import subprocess
+    import sys
+
+    from tests.speed.conftest import ROOT
+
+    server = redis_server("--appendonly", "no")
+    env = {
+        **os.environ, "PYTHONPATH": str(ROOT), "CXD_SPEED_DURABLE": "1",
+        "CXD_REDIS_URL": f"redis://127.0.0.1:{server.port}/0",
+    }  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "cxd.ingest"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode != 0
+    assert "cxd-ingest: durable mode needs" in result.stderr
+    assert "appendonly yes" in result.stderr
