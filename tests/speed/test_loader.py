@@ -145,3 +145,27 @@ def test_loader_runs_as_a_scheduled_rq_job(stores, live, run_jobs, own_worker_st
     Scheduler(queue_name="cxd-speed", connection=stores.redis).enqueue_jobs()
     assert run_jobs() == 1
     assert sorted(raw_ids(stores, "events"), key=parse_id) == ids
+
+
+def test_ingest_keeper_loads_live_events_continuously(stores, live, settings):
+    """What `cxd up` runs: cxd-ingest's keeper loads every live dataset about every second."""
+    import threading
+
+    from cxd.ingest import keeper
+
+    live("events")
+    stop = threading.Event()
+    thread = threading.Thread(target=keeper, args=(settings, stop))
+    thread.start()
+    try:
+        for round_ in range(3):
+            ids = append(stores.redis, "events", [event(i) for i in range(100)])
+            deadline = time.monotonic() + 30
+            while get_watermark(stores.db, "events")["stream_id"] != ids[-1]:
+                assert time.monotonic() < deadline, f"round {round_}: not loaded within 30 s"
+                time.sleep(0.1)
+    finally:
+        stop.set()
+        thread.join()
+    assert len(raw_ids(stores, "events")) == 300
+    assert backlog(stores.redis, "events") == 0
