@@ -125,12 +125,20 @@ def counter_deltas(counters: dict[str, Any], records: Sequence[dict[str, Any]]) 
         conf = conf or {}
         by = conf.get("by", 1)
         group = conf.get("group") or ()
-        for record in records:
+        for i, record in enumerate(records):
             step = record.get(by) if isinstance(by, str) else by
             if step is None:
                 continue
+            try:
+                step = float(step)
+            except (TypeError, ValueError):
+                from cxd.errors import BadInput
+
+                raise BadInput(
+                    f"record {i}: counter {name!r} counts by {by!r}, which is {step!r}, not a number"
+                ) from None
             fieldname = f"{name}:{entity_key(record, group)}" if group else name
-            deltas[fieldname] = deltas.get(fieldname, 0.0) + float(step)
+            deltas[fieldname] = deltas.get(fieldname, 0.0) + step
     return deltas
 
 

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from cxd.errors import BadInput
 from speed import counters
 from speed.exceptions import Backpressure
 from speed.keys import log_key, notify_channel
@@ -63,6 +64,9 @@ def test_counters_change_atomically_with_their_timestamp(stores, live):
     got = counters.all_counters(stores.redis, "doors")
     assert {k: v["value"] for k, v in got.items()} == {'inside:["hall"]': 1, 'inside:["lab"]': 1}
     assert got[counters.counter_name("inside", {"device": "hall"})]["at"] is not None
+    with pytest.raises(BadInput, match="counter 'inside' counts by 'value'"):
+        append(stores.redis, "doors", [event(5, "hall", "many")], spec=spec)
+    assert stores.redis.xlen(log_key("doors")) == 4  # the refused batch stored nothing
 
 
 def test_every_append_is_announced_on_the_dataset_channel(stores):
