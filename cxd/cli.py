@@ -265,6 +265,43 @@ def cmd_metadata(args) -> int:
     return 0
 
 
+def cmd_speed_load(args) -> int:
+    from speed.loader import Loader, load_live, run_forever
+
+    stores = _stores()
+    loader = Loader(stores, batch_size=args.batch_size)
+    if args.once:
+        reports = [loader.load(n) for n in args.dataset] if args.dataset else load_live(stores)
+        for r in reports:
+            print(
+                f"{r.dataset}: loaded {r.loaded}, dead-lettered {r.dead}, watermark {r.watermark}"
+            )
+        return 0
+    print(f"speed loader {loader.consumer}: loading every {args.interval}s", flush=True)
+    run_forever(stores, datasets=args.dataset, interval=args.interval, loader=loader)
+    return 0
+
+
+def cmd_speed_replay(args) -> int:
+    from speed.replay import rebuild_latest
+
+    n = rebuild_latest(_stores(), args.dataset)
+    print(f"rebuilt the latest values of {args.dataset}: {n} entities")
+    return 0
+
+
+def cmd_speed_check(args) -> int:
+    from speed.durability import durable_default, inspect
+
+    p = inspect(_stores().redis)
+    print(f"redis {'.'.join(map(str, p.version))}: appendonly {p.appendonly}, "
+          f"appendfsync {p.appendfsync}, save {p.save!r}")  # fmt: skip
+    print(f"a Redis crash can lose: {p.loss_window}")
+    problem = p.durable_problem()
+    print(f"durable mode: {'possible' if not problem else problem}")
+    return 1 if (durable_default() and problem) else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``cxd``."""
     p = argparse.ArgumentParser(prog="cxd", description="cxd: Lambda-architecture data engine")
@@ -329,6 +366,20 @@ def build_parser() -> argparse.ArgumentParser:
         )
         m.add_argument("file")
         m.set_defaults(fn=cmd_metadata)
+    sp = sub.add_parser("speed", help="the speed layer: loader, replay, durability check")
+    spsub = sp.add_subparsers(dest="speed_command", required=True)
+    sl = spsub.add_parser("load", help="load live events into raw (continuously, or --once)")
+    sl.add_argument("dataset", nargs="*", help="datasets (default: every live source)")
+    sl.add_argument("--once", action="store_true", help="one round, then exit")
+    sl.add_argument("--interval", type=float, default=0.5, help="seconds between rounds")
+    sl.add_argument("--batch-size", type=int, default=10_000)
+    sl.set_defaults(fn=cmd_speed_load)
+    sr = spsub.add_parser("replay", help="rebuild a dataset's latest values from raw")
+    sr.add_argument("dataset")
+    sr.set_defaults(fn=cmd_speed_replay)
+    spsub.add_parser(
+        "check", help="Redis persistence: what a crash can lose, whether durable mode works"
+    ).set_defaults(fn=cmd_speed_check)
     return p
 
 

@@ -39,7 +39,7 @@ def keeper(settings: Settings, stop: threading.Event) -> None:
     residents = ResidentPlugins(open_stores(settings, application_name="cxd-ingest-resident"))
     from batch.schedule import register_schedules
     from cxd.catalog import list_sources
-    from speed.loader import drain
+    from speed.loader import drain, register_schedule
 
     stores = open_stores(settings, application_name="cxd-ingest-keeper")
     while not stop.is_set():
@@ -48,6 +48,7 @@ def keeper(settings: Settings, stop: threading.Event) -> None:
             residents.sync(specs)
             register_schedules(stores, specs)
             prune_schedules(stores, specs)
+            register_schedule(stores)  # the speed loader's rq job, for when no keeper runs
             for spec in specs:
                 if spec.type in ("webhook", "mqtt"):
                     drain(stores, spec.name)
@@ -115,6 +116,10 @@ def main() -> None:
 
         settings = prepare(settings)
         specs = sync_config(settings)
+        from cxd.stores import connect_redis
+        from speed.durability import startup_check
+
+        startup_check(connect_redis(settings.redis_url))  # loss window; impossible durable mode
     except ConfigError as exc:
         sys.exit(f"cxd-ingest: {exc.message}")
     os.environ["CXD_DATABASE_URL"] = settings.database_url

@@ -46,6 +46,9 @@ def install(app: Flask) -> None:
 
     @app.errorhandler(CxdError)
     def cxd_error(exc: CxdError):
+        retry_after = getattr(exc, "retry_after", None)  # Backpressure: when to come back
+        if retry_after is not None:
+            return jsonify(exc.to_dict()), exc.status, {"Retry-After": str(retry_after)}
         return jsonify(exc.to_dict()), exc.status
 
     @app.errorhandler(HTTPException)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 import re
 import time
@@ -207,11 +206,9 @@ def store_once(
 
 def _append(client: redis.Redis, spec: SourceSpec, records: list[dict[str, Any]]) -> list[str]:
     key_columns = spec.key if spec.kind == "instantaneous" else ()
-    if "spec" in inspect.signature(append).parameters:
-        # the speed layer reads the dataset's speed: settings (backlog cap, durability,
-        # counters) from the spec where its append() takes one
-        return append(client, spec.name, records, key_columns=key_columns, spec=spec)
-    return append(client, spec.name, records, key_columns=key_columns)
+    # the speed layer reads the dataset's speed: settings (backlog cap, durability,
+    # counters) from the spec
+    return append(client, spec.name, records, key_columns=key_columns, spec=spec)
 
 
 def _script(client: redis.Redis, body: str):

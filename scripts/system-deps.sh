@@ -4,6 +4,7 @@
 # console's browser tests. Needs root and apt (Debian); elsewhere it says what is missing.
 set -euo pipefail
 packages=(python3-venv unixodbc odbc-postgresql odbc-mariadb libsqliteodbc sqlite3 mosquitto chromium chromium-driver)
+packages+=(redis-tools)  # redis-benchmark: the ceiling bench/speed_ingest.py measures against
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

