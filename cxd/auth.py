@@ -6,6 +6,7 @@ import hashlib
 import secrets
 
 from cxd.errors import BadInput, Forbidden, Unauthorized
+from cxd.ttlcache import TTLCache
 
 ROLES = ("read", "ingest", "analyst", "admin")
 # what each role may do: admin implies every other role; analyst implies read
@@ -48,6 +49,20 @@ def role_of(db, token: str | None) -> str:
 def require(db, token: str | None, role: str) -> str:
     """Check that ``token`` grants ``role``; return the token's own role."""
     have = role_of(db, token)
+    if role not in IMPLIES[have]:
+        raise Forbidden(f"this needs the {role!r} role; the token has {have!r}")
+    return have
+
+
+_recent_roles = TTLCache(ttl=1.0)
+
+
+def require_recent(db, token: str | None, role: str) -> str:
+    """:func:`require` with the token's role remembered for a second (hot paths only: a
+    token revoked in another process may still pass for up to that second)."""
+    if not token:
+        raise Unauthorized("a bearer token is required (Authorization: Bearer TOKEN)")
+    have = _recent_roles.get(_hash(token), lambda: role_of(db, token))
     if role not in IMPLIES[have]:
         raise Forbidden(f"this needs the {role!r} role; the token has {have!r}")
     return have

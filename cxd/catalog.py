@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from cxd.errors import BadInput, ConfigError, NotFound
+from cxd.ttlcache import TTLCache
 
 SOURCE_TYPES = ("odbc", "http", "webhook", "file", "mqtt", "python")
 KINDS = ("time_series", "point_in_time", "instantaneous")
@@ -282,6 +283,7 @@ def _spec_from_row(row: dict[str, Any]) -> SourceSpec:
 
 def save_source(db, spec: SourceSpec, origin: str = "api") -> None:
     """Insert or replace a source and its dataset row."""
+    _recent_sources.clear()
     cols = [{"name": c.name, "type": c.type} for c in spec.columns]
     with db.cursor() as cur:
         cur.execute(
@@ -309,6 +311,15 @@ def get_source(db, name: str) -> SourceSpec:
     return _spec_from_row(row)
 
 
+_recent_sources = TTLCache(ttl=1.0)
+
+
+def get_source_recent(db, name: str) -> SourceSpec:
+    """:func:`get_source` remembered for a second (hot paths: the webhook receiver). A
+    change saved in this process is seen at once, one saved elsewhere within the second."""
+    return _recent_sources.get(name, lambda: get_source(db, name))
+
+
 def list_sources(db) -> list[SourceSpec]:
     """Every stored source, by name."""
     rows = db.fetchall("SELECT name, spec, secrets FROM cxd.sources ORDER BY name")
@@ -317,6 +328,7 @@ def list_sources(db) -> list[SourceSpec]:
 
 def delete_source(db, name: str) -> None:
     """Forget a source (its raw data stays unless the caller drops it)."""
+    _recent_sources.clear()
     with db.cursor() as cur:
         cur.execute("DELETE FROM cxd.sources WHERE name = %s", (name,))
         if cur.rowcount == 0:

@@ -32,8 +32,8 @@ from typing import Any
 import redis
 from flask import Blueprint, current_app, jsonify, request
 
-from cxd.auth import require, token_from_header
-from cxd.catalog import SourceSpec, get_source, parse_duration
+from cxd.auth import require_recent, token_from_header
+from cxd.catalog import SourceSpec, get_source_recent, parse_duration
 from cxd.errors import BadInput, Forbidden, TransientError, Unauthorized
 from plugins import health
 from plugins.base import SourcePlugin
@@ -89,7 +89,7 @@ class WebhookSource(SourcePlugin):
         bearer = token_from_header(headers.get("Authorization"))
         token, key = self.secrets.get("token"), self.secrets.get("hmac_secret")
         if not token and not key:
-            require(db, bearer, "ingest")
+            require_recent(db, bearer, "ingest")
             return
         if token and not hmac.compare_digest((bearer or "").encode(), token.encode()):
             raise Unauthorized(f"source {self.spec.name!r} needs its token (Authorization: Bearer)")
@@ -149,7 +149,7 @@ hooks = Blueprint("hooks", __name__)
 
 
 def _source(dataset: str) -> tuple[SourceSpec, WebhookSource]:
-    spec = get_source(current_app.extensions["cxd.stores"].db, dataset)
+    spec = get_source_recent(current_app.extensions["cxd.stores"].db, dataset)
     if spec.type not in ("webhook", "mqtt"):
         raise BadInput(f"dataset {dataset!r} is a {spec.type} source and does not take webhooks")
     return spec, WebhookSource(spec)
