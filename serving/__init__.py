@@ -26,4 +26,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     app.register_blueprint(api)
     app.register_blueprint(sources_api)
+
+    from serving import graphql, metrics, openapi
+
+    metrics.init_app(app)
+    graphql.init_app(app)
+    app.register_blueprint(openapi.openapi_api)
     return app

@@ -1,0 +1,2 @@
+from flask import Blueprint
+openapi_api = Blueprint("openapi", __name__)
