@@ -105,7 +105,9 @@ def datasets_get(name: str):
 def latest_values(name: str) -> dict[str, Any]:
     """The latest record of every entity of a dataset, straight from the speed layer."""
     spec = get_source(stores().db, name)
-    hw = high_water(stores().redis, name)  # read before the values: the answer is at least this fresh
+    hw = high_water(
+        stores().redis, name
+    )  # read before the values: the answer is at least this fresh
     rows = latest(stores().redis, name)
     rows.sort(key=lambda r: [str(r.get(k)) for k in spec.key])
     return {

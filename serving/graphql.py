@@ -128,7 +128,9 @@ class Run(graphene.ObjectType):
     id = graphene.BigInt(required=True)
     dataset = graphene.String(required=True)
     mode = graphene.String()
-    status = graphene.String(required=True, description="queued, fetching, ingesting, succeeded, failed")
+    status = graphene.String(
+        required=True, description="queued, fetching, ingesting, succeeded, failed"
+    )
     queued_at = DateTime()
     started_at = DateTime()
     finished_at = DateTime()
@@ -428,8 +430,12 @@ def build_schema(queries: list[dict[str, Any]]) -> graphene.Schema:
     """The schema for the current saved queries."""
     taken: set[str] = set()
     query_fields = {
-        "datasets": graphene.List(graphene.NonNull(Dataset), required=True, resolver=resolve_datasets),
-        "dataset": graphene.Field(Dataset, name=graphene.String(required=True), resolver=resolve_dataset),
+        "datasets": graphene.List(
+            graphene.NonNull(Dataset), required=True, resolver=resolve_datasets
+        ),
+        "dataset": graphene.Field(
+            Dataset, name=graphene.String(required=True), resolver=resolve_dataset
+        ),
         "runs": graphene.List(
             graphene.NonNull(Run),
             required=True,
@@ -439,7 +445,9 @@ def build_schema(queries: list[dict[str, Any]]) -> graphene.Schema:
         ),
         "run": graphene.Field(Run, id=graphene.BigInt(required=True), resolver=resolve_run),
         "sources": graphene.List(graphene.NonNull(Source), required=True, resolver=resolve_sources),
-        "source": graphene.Field(Source, name=graphene.String(required=True), resolver=resolve_source),
+        "source": graphene.Field(
+            Source, name=graphene.String(required=True), resolver=resolve_source
+        ),
         "saved_queries": graphene.List(
             graphene.NonNull(SavedQuery), required=True, resolver=resolve_saved_queries
         ),
@@ -520,7 +528,9 @@ def check_limits(document: DocumentNode, max_depth: int, max_aliases: int) -> li
     fragments = {d.name.value: d for d in document.definitions if d.kind == "fragment_definition"}
     errors: list[GraphQLError] = []
 
-    def walk(selection_set: SelectionSetNode | None, depth: int, seen: frozenset) -> tuple[int, int]:
+    def walk(
+        selection_set: SelectionSetNode | None, depth: int, seen: frozenset
+    ) -> tuple[int, int]:
         if selection_set is None:
             return depth, 0
         deepest, aliases = depth, 0
@@ -570,7 +580,9 @@ def check_limits(document: DocumentNode, max_depth: int, max_aliases: int) -> li
 def prepare(schema: graphene.Schema, source: Any) -> tuple[DocumentNode | None, list[GraphQLError]]:
     """Parse and check a document against every limit and the schema; no resolver runs."""
     if not isinstance(source, str) or not source.strip():
-        return None, [GraphQLError("send a GraphQL document in 'query'", extensions={"code": "bad_request"})]
+        return None, [
+            GraphQLError("send a GraphQL document in 'query'", extensions={"code": "bad_request"})
+        ]
     max_bytes = limit("CXD_GRAPHQL_MAX_BYTES")
     if len(source.encode()) > max_bytes:
         return None, [
@@ -589,7 +601,9 @@ def prepare(schema: graphene.Schema, source: Any) -> tuple[DocumentNode | None, 
         else:
             exc.extensions = {"code": code}
         return None, [exc]
-    errors = check_limits(document, limit("CXD_GRAPHQL_MAX_DEPTH"), limit("CXD_GRAPHQL_MAX_ALIASES"))
+    errors = check_limits(
+        document, limit("CXD_GRAPHQL_MAX_DEPTH"), limit("CXD_GRAPHQL_MAX_ALIASES")
+    )
     if errors:
         return None, errors
     errors = validate(schema.graphql_schema, document)
@@ -711,7 +725,14 @@ def graphql_http():
     source, variables, operation_name = request_operation()
     if variables is not None and not isinstance(variables, dict):
         return graphql_response(
-            {"errors": [{"message": "variables must be a JSON object", "extensions": {"code": "bad_request"}}]},
+            {
+                "errors": [
+                    {
+                        "message": "variables must be a JSON object",
+                        "extensions": {"code": "bad_request"},
+                    }
+                ]
+            },
             400,
         )
     document, errors = prepare(schema, source)
@@ -720,12 +741,26 @@ def graphql_http():
     op = get_operation_ast(document, operation_name)
     if op is None:
         return graphql_response(
-            {"errors": [{"message": "name the operation to run in operationName", "extensions": {"code": "bad_request"}}]},
+            {
+                "errors": [
+                    {
+                        "message": "name the operation to run in operationName",
+                        "extensions": {"code": "bad_request"},
+                    }
+                ]
+            },
             400,
         )
     if op.operation == OperationType.SUBSCRIPTION:
         return graphql_response(
-            {"errors": [{"message": f"subscriptions run over websockets ({SUBPROTOCOL}) on this path", "extensions": {"code": "bad_request"}}]},
+            {
+                "errors": [
+                    {
+                        "message": f"subscriptions run over websockets ({SUBPROTOCOL}) on this path",
+                        "extensions": {"code": "bad_request"},
+                    }
+                ]
+            },
             400,
         )
     if op.operation == OperationType.MUTATION and request.method != "POST":

@@ -101,7 +101,9 @@ def init_app(app: Flask) -> None:
         if started is not None:
             # the rule, not the path: /api/queries/<name> stays one series however many names
             route = request.url_rule.rule if request.url_rule else "unmatched"
-            stats.observe(route, request.method, response.status_code, time.perf_counter() - started)
+            stats.observe(
+                route, request.method, response.status_code, time.perf_counter() - started
+            )
         return response
 
     app.register_blueprint(metrics_api)

@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (pytest fixtures imported from tests.serving.rest_fixtures)
 """GraphQL at /graphql with stock clients: gql over HTTP and over websockets
 (graphql-transport-ws) against a real threaded server."""
 
@@ -65,7 +66,7 @@ def test_schema_follows_saved_queries_and_mutations_check_roles(datasets, live_s
     reader = http_client(live_server, token("read"))
     analyst = http_client(live_server, token("analyst"))
     save = GraphQLRequest(
-        "mutation($sql: String!) { save_query(name: \"hot\", sql: $sql,"
+        'mutation($sql: String!) { save_query(name: "hot", sql: $sql,'
         ' params: [{name: "above", type: "double precision"}],'
         ' outputs: [{name: "n", type: "bigint"}], refresh: "5s") { name refresh params { name type } } }',
         variable_values={"sql": "SELECT count(*) AS n FROM weather WHERE temp > :above"},
@@ -116,7 +117,12 @@ def test_unknown_names_answer_with_the_cxd_error_code(datasets, live_server, tok
     assert body["data"] == {"dataset": None}
     assert body["errors"][0]["extensions"]["code"] == "not_found"
     assert "nope" in body["errors"][0]["message"]
-    assert requests.post(f"{live_server}/graphql", json={"query": "{ datasets { name } }"}, timeout=30).status_code == 401
+    assert (
+        requests.post(
+            f"{live_server}/graphql", json={"query": "{ datasets { name } }"}, timeout=30
+        ).status_code
+        == 401
+    )
 
 
 @pytest.fixture
@@ -158,7 +164,9 @@ def test_hostile_documents_are_rejected_before_any_resolver_runs(
     assert aliases.status_code == 400
     assert aliases.json()["errors"][0]["extensions"]["code"] == "alias_limit"
     # a fragment spread many times counts every time it is spread
-    frag = "fragment F on Query { " + " ".join(f"x{i}: datasets {{ name }}" for i in range(20)) + " }"
+    frag = (
+        "fragment F on Query { " + " ".join(f"x{i}: datasets {{ name }}" for i in range(20)) + " }"
+    )
     spread = post("{ " + " ".join(f"...F a{i}: __typename" for i in range(10)) + " } " + frag)
     assert spread.json()["errors"][0]["extensions"]["code"] == "alias_limit"
     tokens = post("{ datasets { " + "a " * 12_000 + "} }")  # 24 KB, 12,000 tokens
@@ -309,8 +317,16 @@ def test_websocket_protocol_rules(datasets, live_server, token):
     error = json.loads(ws.recv())
     assert error["type"] == "error" and error["id"] == "1"
     assert error["payload"][0]["extensions"]["code"] == "depth_limit"
-    ws.send(json.dumps({"type": "subscribe", "id": "2", "payload": {"query": "{ saved_queries { name } }"}}))
-    assert json.loads(ws.recv()) == {"id": "2", "type": "next", "payload": {"data": {"saved_queries": []}}}
+    ws.send(
+        json.dumps(
+            {"type": "subscribe", "id": "2", "payload": {"query": "{ saved_queries { name } }"}}
+        )
+    )
+    assert json.loads(ws.recv()) == {
+        "id": "2",
+        "type": "next",
+        "payload": {"data": {"saved_queries": []}},
+    }
     assert json.loads(ws.recv()) == {"id": "2", "type": "complete"}
     ws.send(json.dumps({"type": "connection_init"}))
     assert close_code(ws) == 4429
