@@ -34,6 +34,7 @@ from graphql import (
     validate,
 )
 from graphql.error import GraphQLSyntaxError
+from simple_websocket import ConnectionClosed
 
 from batch import runs
 from batch.jobs import enqueue_run
@@ -883,6 +884,12 @@ class GraphQLSession:
             self._serve()
         except Closed as exc:
             self.ws.close(reason=exc.code, message=exc.reason)
+        except ConnectionClosed:
+            pass
+        except Exception:  # after the upgrade an HTTP 500 cannot be sent: close instead
+            ref = uuid.uuid4().hex[:12]
+            log.exception("GraphQL websocket failed (reference %s)", ref)
+            self.ws.close(reason=1011, message=f"internal error (reference {ref})")
         finally:
             for sub in self.subs.values():
                 sub.stopped.set()
