@@ -955,7 +955,7 @@ class GraphQLSession:
         if sub_id in self.subs and self.subs[sub_id].is_alive():
             raise Closed(4409, f"Subscriber for {sub_id} already exists")
         self.schema = self.app.extensions["cxd.graphql"].get(self.stores)
-        with self.app.test_request_context():  # limits read the app config
+        with self.app.app_context():  # limits read the app config
             document, errors = prepare(self.schema, payload.get("query"))
         variables = payload.get("variables")
         if not errors and variables is not None and not isinstance(variables, dict):
