@@ -667,9 +667,13 @@ GRAPHIQL = """<!doctype html>
   <script src="{{ static }}/graphiql.min.js"></script>
   <script>
     const token = new URLSearchParams(window.location.search).get("token");
+    const wsScheme = window.location.protocol === "https:" ? "wss:" : "ws:";
     const fetcher = GraphiQL.createFetcher({
       url: {{ endpoint|tojson }},
       headers: token ? { Authorization: "Bearer " + token } : {},
+      // subscriptions: graphql-transport-ws on the same path, token in connection_init
+      subscriptionUrl: wsScheme + "//" + window.location.host + {{ endpoint|tojson }},
+      wsConnectionParams: token ? { token: token } : {},
     });
     ReactDOM.createRoot(document.getElementById("graphiql")).render(
       React.createElement(GraphiQL, { fetcher: fetcher, defaultEditorToolsVisibility: true })
