@@ -171,6 +171,14 @@ def test_hostile_documents_are_rejected_before_any_resolver_runs(
     )
     spread = post("{ " + " ".join(f"...F a{i}: __typename" for i in range(10)) + " } " + frag)
     assert spread.json()["errors"][0]["extensions"]["code"] == "alias_limit"
+    # a fragment "bomb": 30 fragments each spreading the previous one twice is 2**30
+    # aliases; it is measured in linear time and refused
+    bomb = "fragment F0 on Query { a: datasets { name } } " + " ".join(
+        f"fragment F{i} on Query {{ ...F{i - 1} ...F{i - 1} }}" for i in range(1, 31)
+    )
+    started = time.monotonic()
+    assert post("{ ...F30 } " + bomb).json()["errors"][0]["extensions"]["code"] == "alias_limit"
+    assert time.monotonic() - started < 5
     tokens = post("{ datasets { " + "a " * 12_000 + "} }")  # 24 KB, 12,000 tokens
     assert tokens.json()["errors"][0]["extensions"]["code"] == "token_limit"
     size = post("{ datasets { name } }" + " " * 70_000)
