@@ -1001,12 +1001,27 @@ def graphql_ws(ws):
     GraphQLSession(ws, app, app.extensions["cxd.stores"], request_token()).serve()
 
 
+def offer_subprotocol(app: Flask) -> None:
+    """Add graphql-transport-ws to the subprotocols flask-sock offers (its options live in
+    the app config and are shared by every websocket route, so merge, never replace)."""
+    options = app.config.get("SOCK_SERVER_OPTIONS")
+    if options is None:
+        options = app.config["SOCK_SERVER_OPTIONS"] = {}
+    if SUBPROTOCOL not in options.get("subprotocols", []):
+        options["subprotocols"] = [*options.get("subprotocols", []), SUBPROTOCOL]
+
+
+@graphql_api.before_app_request
+def keep_subprotocol_offered():
+    # another blueprint may set SOCK_SERVER_OPTIONS after init_app: check before each upgrade
+    if request.environ.get("HTTP_UPGRADE", "").lower() == "websocket":
+        offer_subprotocol(current_app)
+
+
 def init_app(app: Flask) -> None:
     """Register ``/graphql`` (HTTP and websocket) on ``app``."""
     app.extensions["cxd.graphql"] = SchemaCache()
     for name, default in LIMITS.items():
         app.config.setdefault(name, default)
-    # flask-sock reads its server options from the app config: offer our subprotocol there
-    options = app.config.setdefault("SOCK_SERVER_OPTIONS", {})
-    options["subprotocols"] = sorted({*options.get("subprotocols", []), SUBPROTOCOL})
+    offer_subprotocol(app)
     app.register_blueprint(graphql_api)

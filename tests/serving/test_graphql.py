@@ -309,8 +309,10 @@ def test_refresh_interval_pushes_without_a_notification(datasets, live_server, t
         assert next_result(results, timeout=10) == {"every": {"rows": [{"origin": "EWR"}]}}
 
 
-def test_websocket_protocol_rules(datasets, live_server, token):
+def test_websocket_protocol_rules(app, datasets, live_server, token):
     """Raw graphql-transport-ws: auth at connection_init, ping/pong, errors, close codes."""
+    # another blueprint replacing flask-sock's options does not withdraw the subprotocol
+    app.config["SOCK_SERVER_OPTIONS"] = {"ping_interval": 25}
     url = ws_url(live_server)
     bad = websocket.create_connection(url, subprotocols=["graphql-transport-ws"], timeout=10)
     assert bad.getsubprotocol() == "graphql-transport-ws"
