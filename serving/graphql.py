@@ -59,6 +59,7 @@ LIMITS = {
     "CXD_GRAPHQL_MAX_TOKENS": 10_000,  # lexical tokens
     "CXD_GRAPHQL_MAX_DEPTH": 20,  # nested selection sets (the introspection query needs 15)
     "CXD_GRAPHQL_MAX_ALIASES": 100,  # aliased fields, counting fragments where they are spread
+    "CXD_GRAPHQL_MAX_SUBSCRIPTIONS": 100,  # running subscriptions per websocket
 }
 SUBPROTOCOL = "graphql-transport-ws"
 
@@ -968,6 +969,19 @@ class GraphQLSession:
             raise Closed(4400, "Invalid message: subscribe needs an id and a payload")
         if sub_id in self.subs and self.subs[sub_id].is_alive():
             raise Closed(4409, f"Subscriber for {sub_id} already exists")
+        self.subs = {k: sub for k, sub in self.subs.items() if sub.is_alive()}
+        cap = int(
+            self.app.config.get(
+                "CXD_GRAPHQL_MAX_SUBSCRIPTIONS", LIMITS["CXD_GRAPHQL_MAX_SUBSCRIPTIONS"]
+            )
+        )
+        if len(self.subs) >= cap:
+            error = GraphQLError(
+                f"this connection already runs {cap} subscriptions (the limit); complete one first",
+                extensions={"code": "subscription_limit", "limit": cap},
+            )
+            self.send({"id": sub_id, "type": "error", "payload": [error.formatted]})
+            return
         self.schema = self.app.extensions["cxd.graphql"].get(self.stores)
         with self.app.app_context():  # limits read the app config
             document, errors = prepare(self.schema, payload.get("query"))

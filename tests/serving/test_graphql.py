@@ -340,6 +340,18 @@ def test_websocket_protocol_rules(app, datasets, live_server, token):
         "payload": {"data": {"saved_queries": []}},
     }
     assert json.loads(ws.recv()) == {"id": "2", "type": "complete"}
+    # subscriptions per connection are capped; completing one frees its place
+    app.config["CXD_GRAPHQL_MAX_SUBSCRIPTIONS"] = 1
+    sub = {"query": 'subscription { dataset_changes(dataset: "weather") { dataset } }'}
+    ws.send(json.dumps({"type": "subscribe", "id": "3", "payload": sub}))
+    assert json.loads(ws.recv())["payload"] == {"data": {"dataset_changes": {"dataset": "weather"}}}
+    ws.send(json.dumps({"type": "subscribe", "id": "4", "payload": sub}))
+    refused = json.loads(ws.recv())
+    assert refused["id"] == "4" and refused["type"] == "error"
+    assert refused["payload"][0]["extensions"]["code"] == "subscription_limit"
+    ws.send(json.dumps({"type": "complete", "id": "3"}))
+    ws.send(json.dumps({"type": "subscribe", "id": "5", "payload": sub}))
+    assert json.loads(ws.recv())["id"] == "5"
     ws.send(json.dumps({"type": "connection_init"}))
     assert close_code(ws) == 4429
 
