@@ -179,11 +179,14 @@ def parse_source(raw: Any, where: str = "source") -> SourceSpec:
     key = raw.get("key") or []
     if isinstance(key, str):
         key = [key]
+    if not isinstance(key, list):
+        bad("key", "must be a column name or a list of them")
+        key = []
     for k in key:
-        if k not in seen:
+        if not isinstance(k, str) or k not in seen:
             bad("key", f"{k!r} is not a declared column")
     time_column = raw.get("time_column")
-    if time_column is not None and time_column not in seen:
+    if time_column is not None and (not isinstance(time_column, str) or time_column not in seen):
         bad("time_column", f"{time_column!r} is not a declared column")
     elif time_column is not None and columns:
         ttype = next((c.type for c in columns if c.name == time_column), "")

@@ -18,6 +18,9 @@ def main() -> None:
         from cxd.bootstrap import prepare
 
         settings = prepare(settings)
+        from cxd.httpserver import web_threads
+
+        threads = web_threads()
     except ConfigError as exc:
         sys.exit(f"cxd-server: {exc.message}")
     os.environ["CXD_DATABASE_URL"] = settings.database_url
@@ -26,7 +29,7 @@ def main() -> None:
     from serving import create_app
 
     print(f"cxd-server listening on http://{settings.host}:{settings.port}", flush=True)
-    serve(create_app, settings.host, settings.port)
+    serve(create_app, settings.host, settings.port, threads=threads)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import redis
 
 from cxd import embedded
 from cxd.config import Settings, ensure_home, redact_url
-from cxd.errors import ConfigError
+from cxd.errors import ConfigError, TransientError
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +47,19 @@ class Database:
                 f"CXD_DATABASE_URL={redact_url(url)!r} is not reachable: {first}"
             ) from None
         self._lock = threading.Lock()
+        # psycopg2's pool raises when every connection is out; make threads wait their turn
+        self._slots = threading.BoundedSemaphore(maxconn)
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[psycopg2.extensions.connection]:
         """A pooled connection; commits on success, rolls back on error."""
-        conn = self._pool.getconn()
+        if not self._slots.acquire(timeout=30):
+            raise TransientError("every database connection of this process stayed busy for 30 s")
+        try:
+            conn = self._pool.getconn()
+        except BaseException:
+            self._slots.release()
+            raise
         broken = False
         try:
             yield conn
@@ -63,6 +71,7 @@ class Database:
             raise
         finally:
             self._pool.putconn(conn, close=broken or conn.closed != 0)
+            self._slots.release()
 
     @contextlib.contextmanager
     def cursor(self, *, dict_rows: bool = False) -> Iterator[psycopg2.extensions.cursor]:

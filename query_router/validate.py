@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlglot
 from sqlglot import exp
-from sqlglot.errors import ParseError
+from sqlglot.errors import ParseError, TokenError
 
 from query_router.exceptions import QueryError
 from query_router.plan import Plan
@@ -33,6 +33,8 @@ def validate(plan: Plan) -> Plan:
             f"{err.get('description', str(exc))}",
             details={"line": err.get("line"), "column": err.get("col")},
         ) from None
+    except TokenError as exc:  # e.g. an unterminated string
+        raise QueryError(f"SQL does not parse: {exc}") from None
     if len(statements) != 1:
         raise QueryError(f"exactly one statement is allowed; got {len(statements)}")
     tree = statements[0]

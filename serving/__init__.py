@@ -30,4 +30,10 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(sources_api)
     app.register_blueprint(dashboards)
     app.register_blueprint(admin)
+
+    from serving import graphql, metrics, openapi
+
+    metrics.init_app(app)
+    graphql.init_app(app)
+    app.register_blueprint(openapi.openapi_api)
     return app

@@ -14,7 +14,25 @@ from cxd.stores import Stores
 from query_router import explain, run_query
 from query_router.saved import get_query, list_queries, save_query
 from serving.auth import needs
-from speed.stream import backlog, high_water
+from speed.stream import backlog, high_water, latest
+
+try:  # the router's saved-query interface (delete and cached results)
+    from query_router.saved import delete_query, run_saved
+except ImportError:  # pragma: no cover - until the router branch lands: same contract, uncached
+    from cxd.errors import NotFound
+
+    def delete_query(stores: Stores, name: str) -> None:
+        """Forget a saved query."""
+        with stores.db.cursor() as cur:
+            cur.execute("DELETE FROM cxd.saved_queries WHERE name = %s", (name,))
+            if cur.rowcount == 0:
+                raise NotFound(f"no saved query named {name!r}")
+
+    def run_saved(stores: Stores, name: str, values: dict[str, Any]) -> dict[str, Any]:
+        """Columns, rows and freshness of saved query ``name`` with parameter ``values``."""
+        q = get_query(stores, name)
+        return run_query(stores, q["sql"], q["params"], values)
+
 
 api = Blueprint("api", __name__, url_prefix="/api")
 
@@ -30,6 +48,11 @@ def body() -> Any:
     if data is None:
         raise BadInput("the request body must be JSON")
     return data
+
+
+def query_values() -> dict[str, str]:
+    """Saved-query parameter values from the query string (``?machine=M1&shift=2``)."""
+    return {k: v for k, v in request.args.items() if k != "token"}
 
 
 @api.get("/health")
@@ -79,6 +102,33 @@ def datasets_get(name: str):
     return jsonify(dataset_info(name))
 
 
+def latest_values(name: str) -> dict[str, Any]:
+    """The latest record of every entity of a dataset, straight from the speed layer."""
+    spec = get_source(stores().db, name)
+    hw = high_water(
+        stores().redis, name
+    )  # read before the values: the answer is at least this fresh
+    rows = latest(stores().redis, name)
+    rows.sort(key=lambda r: [str(r.get(k)) for k in spec.key])
+    return {
+        "dataset": name,
+        "key": spec.key,
+        "rows": rows,
+        "freshness": {
+            "plan": "speed",
+            "batch_watermark": get_watermark(stores().db, name)["stream_id"],
+            "speed_high_water": hw,
+        },
+    }
+
+
+@api.get("/datasets/<name>/latest")
+@needs("read")
+def datasets_latest(name: str):
+    """Instantaneous values: the latest record per entity key, from Redis only."""
+    return jsonify(latest_values(name))
+
+
 # --- queries ----------------------------------------------------------------------------
 
 
@@ -100,11 +150,30 @@ def queries_get(name: str):
     return jsonify(get_query(stores(), name))
 
 
+@api.put("/queries/<name>")
+@needs("analyst")
+def queries_replace(name: str):
+    """Replace a saved query; the body's name, if given, must be the one in the path."""
+    data = body()
+    if not isinstance(data, dict):
+        raise BadInput("a saved query must be a JSON object with sql, params, outputs")
+    if data.get("name", name) != name:
+        raise BadInput(f"the body names {data.get('name')!r} but the path names {name!r}")
+    get_query(stores(), name)  # 404 for an unknown query: PUT does not create
+    return jsonify(save_query(stores(), {**data, "name": name}))
+
+
+@api.delete("/queries/<name>")
+@needs("analyst")
+def queries_delete(name: str):
+    delete_query(stores(), name)
+    return "", 204
+
+
 @api.get("/queries/<name>/results")
 @needs("read")
 def queries_results(name: str):
-    q = get_query(stores(), name)
-    return jsonify(run_query(stores(), q["sql"], q["params"], request.args.to_dict()))
+    return jsonify(run_saved(stores(), name, query_values()))
 
 
 @api.get("/queries/<name>/plan")

@@ -170,7 +170,8 @@ def sources_delete(name: str):
 @sources_api.post("/sources/<name>/runs")
 @needs("admin")
 def runs_create(name: str):
-    mode = (request.get_json(silent=True) or {}).get("mode", "incremental")
+    data = request.get_json(silent=True) or {}
+    mode = data.get("mode", "incremental") if isinstance(data, dict) else None
     return jsonify({"run_id": enqueue_run(stores(), name, mode)}), 202
 
 
