@@ -340,7 +340,30 @@ def paths() -> dict[str, Any]:
                 errors=("400", "404"),
                 body="SourceInput",
             ),
-            "delete": op("Forget a source", "admin", NO_CONTENT, errors=("404",)),
+            "delete": op(
+                "Stop a source; its data is kept unless drop_data=true",
+                "admin",
+                json_ok(
+                    {
+                        "type": "object",
+                        "required": ["deleted", "data_dropped"],
+                        "properties": {
+                            "deleted": {"type": "string"},
+                            "data_dropped": {"type": "boolean"},
+                        },
+                    }
+                ),
+                errors=("404",),
+                params=[
+                    {
+                        "name": "drop_data",
+                        "in": "query",
+                        "required": False,
+                        "description": "true: also drop the dataset's tables and live events",
+                        "schema": {"type": "boolean"},
+                    }
+                ],
+            ),
         },
         "/api/sources/{name}/runs": {
             "parameters": [DATASET],
