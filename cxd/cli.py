@@ -101,6 +101,8 @@ def cmd_demo(args) -> int:
     from cxd.demo import prepare_demo
 
     settings = prepare_demo(load_settings())
+    if args.reset_only:
+        return 0
     return cmd_up(args, extra=[("demo", "cxd demo-feed")], settings=settings)
 
 
@@ -315,9 +317,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("down", help="stop cxd up and the embedded stores of CXD_HOME").set_defaults(
         fn=cmd_down
     )
-    sub.add_parser("demo", help="run the demo sources and everything else").set_defaults(
-        fn=cmd_demo
+    dm = sub.add_parser("demo", help="reset and fill the factory demo, then run everything")
+    dm.add_argument(
+        "--reset-only", action="store_true", help="reset and fill the demo's sources, then exit"
     )
+    dm.set_defaults(fn=cmd_demo)
     sub.add_parser("demo-feed", help=argparse.SUPPRESS).set_defaults(fn=cmd_demo_feed)
     s = sub.add_parser("status", help="datasets, last runs, watermarks and backlogs")
     s.add_argument("--json", action="store_true")

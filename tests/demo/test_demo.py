@@ -78,3 +78,21 @@ def test_demo_serves_the_printed_curl_command(demo):
     answer = json.loads(result.stdout)
     assert answer["rows"], answer
     assert {"batch_watermark", "speed_high_water", "plan"} <= set(answer["freshness"])
+
+
+def test_reset_demo_script_refills_every_source(store_urls, stores, tmp_path):
+    db_url, redis_url = store_urls
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CXD_")}
+    env.update(CXD_HOME=str(tmp_path / "home"), CXD_DATABASE_URL=db_url, CXD_REDIS_URL=redis_url)
+    script = ROOT / "scripts" / "reset-demo.sh"
+    for _ in range(2):  # a second reset starts again from a clean slate
+        result = subprocess.run([str(script)], env=env, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        made = int(re.search(r"(\d+) products made", result.stdout).group(1))
+        assert "loaded production: run" in result.stdout and "succeeded" in result.stdout
+        production = stores.db.fetchone("SELECT count(*) AS n FROM raw.production")["n"]
+        shifts = stores.db.fetchone("SELECT count(*) AS n FROM raw.shifts")["n"]
+        assert production == made and shifts == 1
+        from speed.stream import backlog
+
+        assert backlog(stores.redis, "sensor") == made  # every product's sensor event is live
