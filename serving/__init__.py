@@ -26,4 +26,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     app.register_blueprint(api)
     app.register_blueprint(sources_api)
+
+    from serving.changes import changes_api
+
+    app.register_blueprint(changes_api)
     return app
