@@ -30,4 +30,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     from serving.changes import changes_api
 
     app.register_blueprint(changes_api)
+
+    from serving.ws import live_api, sock
+
+    app.register_blueprint(live_api)
+    sock.init_app(app)
     return app

@@ -100,6 +100,24 @@ def cursor_at(stores: Stores, dataset: str, moment: datetime) -> str:
     return encode_cursor(seq, stream)
 
 
+def end_cursor(stores: Stores, dataset: str) -> str:
+    """The cursor at the dataset's current end: paging from it returns only later changes."""
+    get_source(stores.db, dataset)
+    high = parse_id(high_water(stores.redis, dataset))
+    with stores.db.cursor(dict_rows=True) as cur:
+        cur.execute("SELECT stream_id FROM cxd.watermarks WHERE dataset = %s", (dataset,))
+        mark = cur.fetchone()
+        top = 0
+        if _raw_exists(cur, dataset):
+            cur.execute(
+                sql.SQL("SELECT coalesce(max(_seq), 0) AS top FROM {}").format(
+                    sql.Identifier("raw", dataset)
+                )
+            )
+            top = int(cur.fetchone()["top"])
+    return encode_cursor(top, max(high, parse_id(mark["stream_id"]) if mark else (0, 0)))
+
+
 def resolve_since(stores: Stores, dataset: str, since: str | None) -> tuple[int, StreamId]:
     """(S, X) for a ``since`` parameter: empty (the beginning), a cursor or an ISO time."""
     if not since:
