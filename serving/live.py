@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 
 MAX_SUBSCRIPTIONS = 100  # per connection; also bounds its outbox
 EVALUATORS = 2
+# Postgres work done from websocket threads (handshake token checks, dataset feeds) takes
+# a slot first, so a burst of connections never exhausts the process's connection pool.
+DB_SLOTS = threading.BoundedSemaphore(6)
 
 
 def dumps(value: Any) -> str:

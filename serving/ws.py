@@ -30,7 +30,7 @@ from cxd.errors import BadInput, CxdError
 from cxd.stores import Stores
 from serving.auth import needs, request_token
 from serving.changes import read_changes
-from serving.live import DatasetFeed, Hub, TooManyConnections, dumps, error_message
+from serving.live import DB_SLOTS, DatasetFeed, Hub, TooManyConnections, dumps, error_message
 from serving.pages import delete_page, get_page, list_pages, save_page
 
 sock = Sock()
@@ -41,6 +41,7 @@ DEFAULTS = {  # app.config key -> (environment variable, default)
     "CXD_WS_PING_INTERVAL": ("CXD_WS_PING_INTERVAL", 25.0),
     "CXD_WS_MAX_MESSAGE": ("CXD_WS_MAX_MESSAGE", 65536),
     "CXD_WS_MAX_CONNECTIONS": ("CXD_WS_MAX_CONNECTIONS", 1000),
+    "CXD_WS_COMPRESSION": ("CXD_WS_COMPRESSION", 0),
 }
 
 
@@ -79,7 +80,12 @@ def stores() -> Stores:
 def _guard():
     """Token and connection cap are checked before the upgrade, so refusals are plain HTTP."""
     if request.endpoint == "live_api.websocket":
-        require(stores().db, request_token(), "read")
+        with DB_SLOTS:
+            require(stores().db, request_token(), "read")
+        if not _setting(current_app, "CXD_WS_COMPRESSION"):
+            # permessage-deflate keeps ~300 KiB of zlib state per connection; results are
+            # small JSON, so by default it is not offered (the handshake reads this header)
+            request.environ.pop("HTTP_SEC_WEBSOCKET_EXTENSIONS", None)
         if len(hub().connections) >= hub().max_connections:
             raise TooManyConnections(
                 f"this server holds its cap of {hub().max_connections} websocket connections"
@@ -146,7 +152,8 @@ def push_changes(ws, conn) -> None:
         sub.dirty = False
         try:
             for _ in range(5):
-                page = read_changes(stores(), sub.dataset, sub.cursor, CHANGES_PAGE)
+                with DB_SLOTS:
+                    page = read_changes(stores(), sub.dataset, sub.cursor, CHANGES_PAGE)
                 sub.cursor = page["next"]
                 if page["rows"] or not sub.sent:
                     sub.sent = True
