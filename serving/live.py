@@ -68,17 +68,26 @@ def error_message(sub_id: str | None, exc: CxdError) -> str:
 class Connection:
     """The hub's side of one websocket: subscriptions and a bounded, coalescing outbox."""
 
-    def __init__(self, hub: Hub, wake: Callable[[], None]):
+    def __init__(
+        self,
+        hub: Hub,
+        wake: Callable[[], None],
+        try_send: Callable[[str], bool] | None = None,
+    ):
         self.hub = hub
         self.wake = wake
+        self.try_send = try_send
         self.subs: dict[str, Any] = {}  # id -> Group, or DatasetFeed
         self._outbox: dict[Any, str] = {}  # newest message per key, in first-offered order
         self._lock = threading.Lock()
         self.overflowed = False
 
     def offer(self, key: Any, message: str) -> None:
-        """Queue ``message``, replacing an unsent one with the same key; wake the sender."""
+        """Send ``message`` now if that cannot block, else queue it (replacing an unsent one
+        with the same key) and wake the connection's own thread to send it."""
         with self._lock:
+            if not self._outbox and self.try_send is not None and self.try_send(message):
+                return
             self._outbox.pop(key, None)
             self._outbox[key] = message
             if len(self._outbox) > 2 * MAX_SUBSCRIPTIONS:
@@ -137,6 +146,7 @@ class Hub:
         self.feeds: dict[str, set[Connection]] = {}  # dataset -> connections following it
         self.notifications = 0
         self._lock = threading.RLock()
+        self._creating = threading.Lock()
         self._ready = threading.Condition(self._lock)
         self._queue: deque[Group] = deque()
         self._stop = threading.Event()
@@ -168,15 +178,21 @@ class Hub:
             thread.join(timeout=5)
         self._threads = []
 
-    def connect(self, wake: Callable[[], None]) -> Connection:
-        """Register a new websocket; TooManyConnections at the cap."""
+    def connect(
+        self, wake: Callable[[], None], try_send: Callable[[str], bool] | None = None
+    ) -> Connection:
+        """Register a new websocket; TooManyConnections at the cap.
+
+        ``wake`` wakes the connection's thread; ``try_send`` (optional) sends a message at
+        once if that cannot block, returning False otherwise.
+        """
         with self._lock:
             if len(self.connections) >= self.max_connections:
                 raise TooManyConnections(
                     f"this server holds its cap of {self.max_connections} websocket"
                     " connections; retry later or connect to another server"
                 )
-            conn = Connection(self, wake)
+            conn = Connection(self, wake, try_send)
             self.connections.add(conn)
         self.start()
         return conn
@@ -201,13 +217,14 @@ class Hub:
             )
         self.unsubscribe(conn, sub_id)
         key = (kind, name, dumps(values))
-        with self._lock:
-            group = self.groups.get(key)
-        if group is None:
-            fresh = self._new_group(kind, name, values)  # may raise: unknown query, bad SQL
+        with self._creating:  # a burst of identical subscriptions creates one group
             with self._lock:
-                group = self.groups.setdefault(key, fresh)
+                group = self.groups.get(key)
+            if group is None:
+                with DB_SLOTS:
+                    group = self._new_group(kind, name, values)  # raises for unknown names
         with self._lock:
+            group = self.groups.setdefault(key, group)
             group.members[(conn, sub_id)] = None
             conn.subs[sub_id] = group
             if group.last_body is not None:
@@ -354,8 +371,10 @@ class Hub:
                     return
                 group.last_rows, group.last_body = rows, body[1:-1]
                 group.pushes += 1
-                for conn, sub_id in list(group.members):
-                    conn.offer(sub_id, self._message(sub_id, group.last_body))
+                members = list(group.members)
+            # outside the hub's lock: a member joining now was sent last_body when it joined
+            for conn, sub_id in members:
+                conn.offer(sub_id, self._message(sub_id, group.last_body))
 
     @staticmethod
     def _message(sub_id: str, body: str) -> str:

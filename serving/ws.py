@@ -18,8 +18,13 @@ socket.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import socket
+import struct
+import termios
+import threading
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
@@ -144,7 +149,7 @@ def handle(conn, text: str | bytes) -> None:
         conn.offer(("error", sub_id), error_message(sub_id, exc))
 
 
-def push_changes(ws, conn) -> None:
+def push_changes(ws: Sender, conn) -> None:
     """Send each followed dataset's new changes (a few pages per wake-up)."""
     for sub_id, sub in list(conn.subs.items()):
         if not isinstance(sub, DatasetFeed) or not sub.dirty:
@@ -167,11 +172,47 @@ def push_changes(ws, conn) -> None:
             ws.send(error_message(sub_id, exc))
 
 
+class Sender:
+    """Socket writes of one websocket, serialised, with a send that never blocks.
+
+    The hub's fan-out calls :meth:`try_send` for every subscriber in turn: it writes only
+    when the kernel's send buffer has room for the whole frame (so the write cannot block
+    or be cut short), and otherwise leaves the message to the connection's own thread.
+    """
+
+    def __init__(self, ws):
+        self.ws = ws
+        self.lock = threading.Lock()
+        self.fd = ws.sock.fileno()
+        self.room = ws.sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) // 2
+
+    def _queued(self) -> int:
+        return struct.unpack("i", fcntl.ioctl(self.fd, termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+
+    def try_send(self, text: str) -> bool:
+        if not self.ws.connected or not self.lock.acquire(blocking=False):
+            return False
+        try:
+            if self._queued() + len(text) + 16 > self.room:
+                return False
+            self.ws.send(text)
+            return True
+        except OSError:
+            return False
+        finally:
+            self.lock.release()
+
+    def send(self, text: str) -> None:
+        with self.lock:
+            self.ws.send(text)
+
+
 @sock.route("/ws", bp=live_api, endpoint="websocket")
 def websocket(ws):
     """One client: read its messages, write what the hub queued for it, until it goes."""
+    sender = Sender(ws)
     try:
-        conn = hub().connect(ws.event.set)
+        conn = hub().connect(ws.event.set, sender.try_send)
     except TooManyConnections as exc:
         ws.send(error_message(None, exc))
         ws.close(1013, exc.message)
@@ -182,9 +223,9 @@ def websocket(ws):
             ws.event.clear()
             while (text := ws.receive(timeout=0)) is not None:
                 handle(conn, text)
-            push_changes(ws, conn)
+            push_changes(sender, conn)
             for message in conn.take():
-                ws.send(message)
+                sender.send(message)
             if conn.overflowed:
                 ws.close(1008, "slow consumer: results arrived faster than they were read")
                 return
