@@ -150,6 +150,7 @@ class Hub:
         self._ready = threading.Condition(self._lock)
         self._queue: deque[Group] = deque()
         self._stop = threading.Event()
+        self.listening = threading.Event()  # set while change notifications are received
         self._threads: list[threading.Thread] = []
 
     # --- lifecycle -------------------------------------------------------------------
@@ -402,13 +403,16 @@ class Hub:
             pubsub = self.stores.redis.pubsub(ignore_subscribe_messages=True)
             try:
                 pubsub.psubscribe(pattern)
+                pubsub.get_message(timeout=5, ignore_subscribe_messages=False)  # confirmed
                 self.changed(None)  # anything may have changed while not listening
+                self.listening.set()
                 while not self._stop.is_set():
                     message = pubsub.get_message(timeout=self._due())
                     if message and message["type"] == "pmessage":
                         channel = message["channel"].decode()
                         self.changed(channel[len(prefix) : len(channel) - len(suffix)])
             except redis.RedisError as exc:
+                self.listening.clear()
                 log.warning("live: change notifications lost (%s); reconnecting", exc)
                 self._stop.wait(1.0)
             except Exception:

@@ -104,6 +104,15 @@ def wait_for(predicate, timeout: float = 5.0) -> float:
     return time.monotonic() - start
 
 
+def settle(server) -> None:
+    """Wait until the hub listens and its start-up evaluations are over."""
+    hub = server[1].extensions["cxd.live"]
+    assert hub.listening.wait(5)
+    counts = None
+    while counts != (counts := [g["evaluations"] for g in hub.stats()["groups"]]):
+        time.sleep(0.3)
+
+
 def test_subscription_gets_the_result_then_each_change_quickly(stores, connect):
     ws = connect()
     send(ws, op="subscribe", id="1", query="totals", params={"min_v": 0})
@@ -128,7 +137,7 @@ def test_identical_subscriptions_are_evaluated_once_per_change(stores, connect, 
     for ws in (a, b):
         send(ws, op="subscribe", id="t", query="totals", params={"min_v": 5})
         assert receive(ws)["rows"] == [{"n": 0, "total": None}]
-    time.sleep(0.3)  # let start-up re-evaluations settle
+    settle(server)
     (group,) = stats(server)["groups"]
     assert group["subscribers"] == 2
     before = group["evaluations"]
