@@ -80,13 +80,15 @@ class Connection:
         self.subs: dict[str, Any] = {}  # id -> Group, or DatasetFeed
         self._outbox: dict[Any, str] = {}  # newest message per key, in first-offered order
         self._lock = threading.Lock()
+        self._sending = False  # the connection's thread is writing what it took
         self.overflowed = False
 
     def offer(self, key: Any, message: str) -> None:
         """Send ``message`` now if that cannot block, else queue it (replacing an unsent one
         with the same key) and wake the connection's own thread to send it."""
         with self._lock:
-            if not self._outbox and self.try_send is not None and self.try_send(message):
+            idle = not self._outbox and not self._sending  # so nothing older is unsent
+            if idle and self.try_send is not None and self.try_send(message):
                 return
             self._outbox.pop(key, None)
             self._outbox[key] = message
@@ -95,11 +97,18 @@ class Connection:
         self.wake()
 
     def take(self) -> list[str]:
-        """Every queued message, oldest first, emptying the outbox."""
+        """Every queued message, oldest first, emptying the outbox; call :meth:`sent` after
+        writing them, so no newer message overtakes them meanwhile."""
         with self._lock:
             messages = list(self._outbox.values())
             self._outbox.clear()
+            self._sending = bool(messages)
         return messages
+
+    def sent(self) -> None:
+        """The messages of the last :meth:`take` are written."""
+        with self._lock:
+            self._sending = False
 
 
 @dataclass

@@ -29,6 +29,7 @@ from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
 from flask_sock import Sock
+from simple_websocket import ConnectionClosed
 
 from cxd.auth import require
 from cxd.errors import BadInput, CxdError
@@ -180,8 +181,9 @@ class Sender:
     or be cut short), and otherwise leaves the message to the connection's own thread.
     """
 
-    def __init__(self, ws):
+    def __init__(self, ws, *, raw: bool):
         self.ws = ws
+        self.raw = raw  # no extension negotiated: frames are header + payload
         self.lock = threading.Lock()
         self.fd = ws.sock.fileno()
         self.room = ws.sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) // 2
@@ -189,28 +191,47 @@ class Sender:
     def _queued(self) -> int:
         return struct.unpack("i", fcntl.ioctl(self.fd, termios.TIOCOUTQ, b"\0\0\0\0"))[0]
 
+    def _write(self, text: str) -> None:
+        if not self.raw:
+            self.ws.send(text)
+            return
+        if not self.ws.connected:
+            raise ConnectionClosed(self.ws.close_reason, self.ws.close_message)
+        self.ws.sock.sendall(frame(text))
+
     def try_send(self, text: str) -> bool:
         if not self.ws.connected or not self.lock.acquire(blocking=False):
             return False
         try:
-            if self._queued() + len(text) + 16 > self.room:
+            if self._queued() + 4 * len(text) + 10 > self.room:
                 return False
-            self.ws.send(text)
+            self._write(text)
             return True
-        except OSError:
+        except (OSError, ConnectionClosed):
             return False
         finally:
             self.lock.release()
 
     def send(self, text: str) -> None:
         with self.lock:
-            self.ws.send(text)
+            self._write(text)
+
+
+def frame(text: str) -> bytes:
+    """An unmasked, unfragmented websocket text frame (what a server sends)."""
+    data = text.encode()
+    size = len(data)
+    if size < 126:
+        return bytes((0x81, size)) + data
+    if size < 65536:
+        return struct.pack("!BBH", 0x81, 126, size) + data
+    return struct.pack("!BBQ", 0x81, 127, size) + data
 
 
 @sock.route("/ws", bp=live_api, endpoint="websocket")
 def websocket(ws):
     """One client: read its messages, write what the hub queued for it, until it goes."""
-    sender = Sender(ws)
+    sender = Sender(ws, raw=not _setting(current_app, "CXD_WS_COMPRESSION"))
     try:
         conn = hub().connect(ws.event.set, sender.try_send)
     except TooManyConnections as exc:
@@ -224,8 +245,11 @@ def websocket(ws):
             while (text := ws.receive(timeout=0)) is not None:
                 handle(conn, text)
             push_changes(sender, conn)
-            for message in conn.take():
-                sender.send(message)
+            try:
+                for message in conn.take():
+                    sender.send(message)
+            finally:
+                conn.sent()
             if conn.overflowed:
                 ws.close(1008, "slow consumer: results arrived faster than they were read")
                 return

@@ -9,6 +9,7 @@ import time
 import pytest
 import websocket
 
+from batch.load import load_rows
 from query_router.saved import save_query
 from serving import create_app
 from speed.loader import drain
@@ -277,3 +278,20 @@ def test_a_slow_consumer_does_not_delay_the_others(stores, connect, server):
         append(stores.redis, "events", [event(5000 + i)])
         assert receive(fast, timeout=2)["rows"][0]["n"] == 3001 + i
         assert time.monotonic() - start < 1.0
+
+
+def test_refresh_interval_picks_up_changes_nobody_announced(stores, connect, server):
+    spec = declare_events(stores, "quiet_events")
+    save_query(
+        stores,
+        {"name": "quiet", "sql": "SELECT count(*) AS n FROM quiet_events", "refresh": "1s"},
+    )
+    ws = connect()
+    send(ws, op="subscribe", id="r", query="quiet")
+    assert receive(ws)["rows"] == [{"n": 0}]
+    settle(server)
+    before = stats(server)["groups"][0]["evaluations"]
+    quiet(ws, 1.5)  # re-evaluated at the interval, but the result did not change
+    assert stats(server)["groups"][0]["evaluations"] > before
+    load_rows(stores.db, spec, [event(1)])  # a batch load that publishes no notification
+    assert receive(ws, timeout=3)["rows"] == [{"n": 1}]
