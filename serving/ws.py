@@ -240,7 +240,7 @@ def websocket(ws):
         return
     try:
         while True:
-            ws.event.wait(timeout=5.0)
+            ws.event.wait(timeout=30.0)  # a safety net: the hub and the reader wake it
             ws.event.clear()
             while (text := ws.receive(timeout=0)) is not None:
                 handle(conn, text)
