@@ -141,6 +141,7 @@ class Group:
 
     @property
     def key(self) -> tuple[str, str, str]:
+        """What identical subscriptions share: kind, name and parameter values."""
         return self.kind, self.name, dumps(self.values)
 
 

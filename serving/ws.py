@@ -79,6 +79,7 @@ def hub() -> Hub:
 
 
 def stores() -> Stores:
+    """The open stores of this app."""
     return current_app.extensions["cxd.stores"]
 
 
@@ -200,6 +201,7 @@ class Sender:
         self.ws.sock.sendall(frame(text))
 
     def try_send(self, text: str) -> bool:
+        """Write ``text`` now if that cannot block; False (nothing written) otherwise."""
         if not self.ws.connected or not self.lock.acquire(blocking=False):
             return False
         try:
@@ -213,6 +215,7 @@ class Sender:
             self.lock.release()
 
     def send(self, text: str) -> None:
+        """Write ``text``, waiting for the socket if need be (the connection's own thread)."""
         with self.lock:
             self._write(text)
 
@@ -270,23 +273,27 @@ def live_stats():
 @live_api.post("/api/pages")
 @needs("analyst")
 def pages_save():
+    """Save (create or replace) a page."""
     return jsonify(save_page(stores(), request.get_json(silent=True))), 201
 
 
 @live_api.get("/api/pages")
 @needs("read")
 def pages_list():
+    """Every page."""
     return jsonify(list_pages(stores()))
 
 
 @live_api.get("/api/pages/<name>")
 @needs("read")
 def pages_get(name: str):
+    """One page."""
     return jsonify(get_page(stores(), name))
 
 
 @live_api.delete("/api/pages/<name>")
 @needs("analyst")
 def pages_delete(name: str):
+    """Delete a page."""
     delete_page(stores(), name)
     return "", 204
