@@ -241,18 +241,24 @@ def websocket(ws):
         ws.send(error_message(None, exc))
         ws.close(1013, exc.message)
         return
+    idle = 30.0
     try:
         while True:
-            ws.event.wait(timeout=30.0)  # a safety net: the hub and the reader wake it
+            woke = ws.event.wait(timeout=idle)
             ws.event.clear()
+            busy = False
             while (text := ws.receive(timeout=0)) is not None:
                 handle(conn, text)
+                busy = True
             push_changes(sender, conn)
             try:
-                for message in conn.take():
+                for message in (messages := conn.take()):
                     sender.send(message)
             finally:
                 conn.sent()
+            # The reader wakes us just before it marks the socket closed: after a wake-up
+            # with nothing to do, look again soon rather than sleeping the full interval.
+            idle = 0.05 if woke and not busy and not messages else 30.0
             if conn.overflowed:
                 ws.close(1008, "slow consumer: results arrived faster than they were read")
                 return
