@@ -295,3 +295,14 @@ def test_refresh_interval_picks_up_changes_nobody_announced(stores, connect, ser
     assert stats(server)["groups"][0]["evaluations"] > before
     load_rows(stores.db, spec, [event(1)])  # a batch load that publishes no notification
     assert receive(ws, timeout=3)["rows"] == [{"n": 1}]
+
+
+def test_unsubscribe_stops_pushes_and_frees_the_shared_result(stores, connect, server):
+    ws = connect()
+    send(ws, op="subscribe", id="u", query="totals", params={"min_v": 0})
+    assert receive(ws)["rows"] == [{"n": 0, "total": None}]
+    send(ws, op="unsubscribe", id="u")
+    assert receive(ws) == {"op": "unsubscribed", "id": "u"}
+    assert stats(server)["groups"] == []
+    append(stores.redis, "events", [event(1, 2.0)])
+    quiet(ws, 0.5)
