@@ -31,6 +31,13 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(dashboards)
     app.register_blueprint(admin)
 
+    from serving.changes import changes_api
+    from serving.ws import live_api, sock
+
+    app.register_blueprint(changes_api)
+    app.register_blueprint(live_api)
+    sock.init_app(app)
+
     from serving import graphql, metrics, openapi
 
     metrics.init_app(app)
