@@ -139,6 +139,43 @@ SCHEMAS: dict[str, Any] = {
             "description": STRING,
         },
     },
+    "Page": {
+        "type": "object",
+        "required": ["name", "queries", "inputs"],
+        "properties": {
+            "name": STRING,
+            "queries": {"type": "array", "items": STRING},
+            "inputs": {"type": "array", "items": {"type": "object"}},
+        },
+    },
+    "PageInput": {
+        "type": "object",
+        "required": ["name", "queries"],
+        "properties": {
+            "name": STRING,
+            "queries": {"type": "array", "items": STRING, "minItems": 1},
+            "inputs": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name"],
+                    "properties": {"name": STRING, "type": STRING},
+                },
+            },
+        },
+    },
+    "LiveStats": {
+        "type": "object",
+        "required": ["connections", "subscriptions", "groups"],
+        "properties": {
+            "connections": {"type": "integer"},
+            "max_connections": {"type": "integer"},
+            "subscriptions": {"type": "integer"},
+            "notifications": {"type": "integer"},
+            "groups": {"type": "array", "items": {"type": "object"}},
+            "feeds": {"type": "object", "additionalProperties": {"type": "integer"}},
+        },
+    },
     "Source": {
         "type": "object",
         "required": ["name", "type", "kind", "columns", "secrets"],
@@ -437,6 +474,28 @@ def paths() -> dict[str, Any]:
                 json_ok(ref("Latest")),
                 errors=("404",),
             ),
+        },
+        "/api/pages": {
+            "get": op("Every page (saved queries sharing inputs)", "read", json_ok(array("Page"))),
+            "post": op(
+                "Save a page (replaces one of the same name)",
+                "analyst",
+                json_ok(ref("Page"), "201", "saved"),
+                errors=("400",),
+                body="PageInput",
+            ),
+        },
+        "/api/pages/{name}": {
+            "parameters": [path_param("name", "factory")],
+            "get": op("One page", "read", json_ok(ref("Page")), errors=("404",)),
+            "delete": op("Delete a page", "analyst", NO_CONTENT, errors=("404",)),
+        },
+        "/api/live": {
+            "get": op(
+                "Websocket connections, subscriptions and shared evaluations of this process",
+                "read",
+                json_ok(ref("LiveStats")),
+            )
         },
         "/api/queries": {
             "get": op("Every saved query", "read", json_ok(array("SavedQuery"))),

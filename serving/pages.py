@@ -38,6 +38,9 @@ def check_page(stores: Stores, body: Any) -> dict[str, Any]:
         inputs = []
     names = {i["name"] for i in inputs}
     for qname in queries:
+        if not NAME.match(qname):
+            problems.append(f"queries: {qname[:40]!r} is not a saved query name")
+            continue
         try:
             q = saved_queries.get_query(stores, qname)
         except NotFound:
