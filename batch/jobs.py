@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 import pandas as pd
+import psycopg2
 from rq import Queue, Retry
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
@@ -29,6 +30,7 @@ from cxd.catalog import get_source
 from cxd.errors import BadInput, CxdError, TransientError
 from cxd.stores import Stores, process_stores
 from plugins.base import Payload, SourcePlugin
+from plugins.exceptions import FetchError
 from plugins.registry import plugin_for
 
 log = logging.getLogger(__name__)
@@ -102,8 +104,23 @@ def run_job(run_id: int) -> dict[str, Any]:
 
     job = get_current_job()
     retries_left = (job.retries_left or 0) if job else 0
-    run = execute_run(process_stores(), run_id, retry_transient=retries_left > 0)
+    run = execute_run(_worker_stores(), run_id, retry_transient=retries_left > 0)
     return {k: run[k] for k in ("id", "status", "rows_loaded", "error")}
+
+
+def _worker_stores() -> Stores:
+    """This process's stores, with today's settings (home, plugin folder) and a live pool."""
+    from cxd.config import load_settings
+
+    cached = process_stores()
+    settings = load_settings().with_urls(cached.settings.database_url, cached.settings.redis_url)
+    for _ in range(32):  # pooled connections Postgres dropped (restart) are discarded one by one
+        try:
+            cached.db.execute("SELECT 1")
+            break
+        except (psycopg2.OperationalError, psycopg2.InterfaceError):
+            continue
+    return Stores(settings=settings, db=cached.db, redis=cached.redis)
 
 
 @contextlib.contextmanager
@@ -285,12 +302,7 @@ def _execute(stores: Stores, run: dict[str, Any], steps: _Steps, on_progress) ->
     else:
         if mode == "incremental":
             cursor = get_watermark(db, spec.name).get("cursor")
-        fetched = plugin.fetch_range(*time_range) if time_range else plugin.fetch(cursor)
-        payloads = []
-        for payload in fetched:
-            # archived as received, before anything else reads it (invariant 3)
-            archive.store(db, stores.settings.home, spec.name, run_id, payload)
-            payloads.append(payload)
+        payloads = _fetch(stores, spec.name, run_id, plugin, cursor, time_range)
     runs.log_run(
         db, run_id, "fetched", payloads=len(payloads), bytes=sum(len(p.content) for p in payloads)
     )
@@ -311,6 +323,19 @@ def _execute(stores: Stores, run: dict[str, Any], steps: _Steps, on_progress) ->
         on_progress=on_progress,
     )
     return result
+
+
+def _fetch(stores: Stores, dataset: str, run_id: int, plugin: SourcePlugin, cursor, time_range):
+    """Every payload of the fetch, each archived as received before anything reads it."""
+    fetched = plugin.fetch_range(*time_range) if time_range else plugin.fetch(cursor)
+    payloads = []
+    try:
+        for payload in fetched:
+            archive.store(stores.db, stores.settings.home, dataset, run_id, payload)
+            payloads.append(payload)
+    except OSError as exc:  # connection refused, DNS, timeouts: the source is unreachable now
+        raise FetchError(f"the source is unreachable: {exc}") from exc
+    return payloads
 
 
 def _chunks(plugin: SourcePlugin, payloads: list[Payload], steps: _Steps, *, reprocess: bool):

@@ -242,7 +242,7 @@ class _Loader:
         else:
             self._merge_append()
 
-    def _insert(self, versioned: bool = False, where: sql.Composable = sql.SQL("")):
+    def _insert(self, versioned: bool = False, where: sql.Composable | None = None):
         """INSERT INTO raw SELECT FROM staging (alias ``s``); versions start at ``%(at)s``."""
         return sql.SQL(
             "INSERT INTO {raw} ({c}, _stream_id, _seq, _run_id{xc})"
@@ -254,7 +254,7 @@ class _Loader:
             s=self.staging,
             xc=sql.SQL(", _valid_from" if versioned else ""),
             xv=sql.SQL(", %(at)s" if versioned else ""),
-            w=where,
+            w=where or sql.SQL(""),
         )
 
     def _merge_upsert(self) -> None:
