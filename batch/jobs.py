@@ -39,6 +39,7 @@ QUEUE = "cxd-batch"
 MODES = ("incremental", "full", "backfill", "reprocess")
 _LOCK_CLASS = 0x0C7D  # advisory lock namespace of running runs
 DEFAULT_BACKOFF = "10,60,300"
+RECOVER_EVERY = 30  # cxd-ingest keeper rounds (about a second each) between sweeps
 
 
 def queue(stores: Stores) -> Queue:
@@ -55,9 +56,10 @@ def backoff() -> list[int]:
         raise BadInput(f"CXD_RETRY_BACKOFF={raw!r}: expected seconds like 10,60,300") from None
 
 
-def job_id(run_id: int) -> str:
-    """The rq job id of a run (one job per run; a run is one per schedule slot)."""
-    return f"cxd-run-{run_id}"
+def job_id(run_id: int, recovery: int = 0) -> str:
+    """The rq job id of a run (a run is one per schedule slot); a run enqueued again after
+    its worker died gets a new id, so rq's own clean-up of the dead job cannot touch it."""
+    return f"cxd-run-{run_id}" + (f"-r{recovery}" if recovery else "")
 
 
 def enqueue_run(
@@ -84,18 +86,19 @@ def enqueue_run(
     return run_id
 
 
-def _enqueue(stores: Stores, run_id: int) -> None:
+def _enqueue(stores: Stores, run_id: int, recovery: int = 0) -> None:
     waits = backoff()
+    jid = job_id(run_id, recovery)
     queue(stores).enqueue(
         run_job,
         run_id,
-        job_id=job_id(run_id),
+        job_id=jid,
         job_timeout=3600,
         retry=Retry(max=len(waits), interval=waits) if waits else None,
         result_ttl=3600,
         failure_ttl=86400,
     )
-    runs.update_run(stores.db, run_id, job_id=job_id(run_id))
+    runs.update_run(stores.db, run_id, job_id=jid)
 
 
 def run_job(run_id: int) -> dict[str, Any]:
@@ -380,7 +383,7 @@ def recover(stores: Stores) -> list[int]:
     queued_ids = set(q.get_job_ids())
     recovered = []
     for run in db.fetchall(
-        "SELECT id, status, job_id FROM cxd.runs WHERE status IN ('queued', 'fetching', 'ingesting')"
+        "SELECT id, status, job_id, attempts FROM cxd.runs WHERE status IN ('queued', 'fetching', 'ingesting')"
         " ORDER BY id"
     ):
         if run["status"] == "queued" and (run["job_id"] in queued_ids or run["job_id"] is None):
@@ -393,11 +396,12 @@ def recover(stores: Stores) -> list[int]:
                 continue
             if current["status"] == "queued" and _job_pending(stores, current["job_id"]):
                 continue
-            with contextlib.suppress(NoSuchJobError):
-                Job.fetch(job_id(run["id"]), connection=stores.redis).delete()
+            if current["job_id"]:
+                with contextlib.suppress(NoSuchJobError):
+                    Job.fetch(current["job_id"], connection=stores.redis).delete()
             runs.update_run(db, run["id"], "queued")
             runs.log_run(db, run["id"], "recovered after its worker died", was=current["status"])
-            _enqueue(stores, run["id"])
+            _enqueue(stores, run["id"], recovery=int(current["attempts"]) + 1)
             recovered.append(run["id"])
     if recovered:
         log.warning("re-enqueued %d run(s) left by dead workers: %s", len(recovered), recovered)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,102 +108,133 @@ class Rejects:
 
     found: dict[int, tuple[str, str]] = field(default_factory=dict)
 
-    def add(self, mask: np.ndarray, check: str, reasons: pd.Series | str) -> None:
-        """Record the rows of ``mask`` (first failure of a row wins)."""
+    def add(self, mask: np.ndarray, check: str, reason: Callable[[int], str] | str) -> None:
+        """Record the rows of ``mask`` (first failure of a row wins); ``reason`` may be a
+        function of the row position, called only for failing rows."""
         for pos in np.flatnonzero(mask):
             if pos not in self.found:
-                why = reasons if isinstance(reasons, str) else reasons.iloc[pos]
-                self.found[int(pos)] = (check, str(why))
+                why = reason if isinstance(reason, str) else reason(int(pos))
+                self.found[int(pos)] = (check, why)
 
 
-def _nulls(series: pd.Series, ctype: str) -> np.ndarray:
-    null = series.isna().to_numpy(dtype=bool)
+def _stripped(series: pd.Series) -> pd.Series:
+    """Values as stripped strings where they are strings (vectorised for string columns)."""
+    if pd.api.types.is_string_dtype(series) and series.dtype != object:
+        return series.str.strip().astype(object)
+    return series.astype(object).map(lambda v: v.strip() if isinstance(v, str) else v)
+
+
+def _nulls(values: pd.Series, ctype: str) -> np.ndarray:
+    null = values.isna().to_numpy(dtype=bool)
     if ctype != "text":  # an empty CSV field is a null for every type but text
-        blank = series.astype(object).map(lambda v: isinstance(v, str) and not v.strip())
-        null = null | blank.to_numpy(dtype=bool)
+        null = null | (values == "").to_numpy(dtype=bool)
     return null
 
 
 def _as_text(series: pd.Series) -> pd.Series:
+    if pd.api.types.is_string_dtype(series) and series.dtype != object:
+        return series.astype(object)
     return series.astype(object).map(
         lambda v: json.dumps(v, default=str) if isinstance(v, dict | list) else str(v)
     )
 
 
-def type_column(series: pd.Series, ctype: str) -> tuple[pd.Series, np.ndarray, pd.Series | str]:
+def _flag(found: pd.Series) -> np.ndarray:
+    return found.to_numpy(dtype=bool, na_value=False)
+
+
+def type_column(
+    series: pd.Series, ctype: str
+) -> tuple[pd.Series, np.ndarray, Callable[[int], str] | str]:
     """``series`` as the text COPY reads for a ``ctype`` column: (text, bad mask, reason).
 
     Values that Postgres could not cast are marked bad, so they can be quarantined before
-    the COPY rather than failing it.
+    the COPY rather than failing it. ``reason`` is a function of a bad row's position.
     """
-    null = _nulls(series, ctype)
+    original = series.reset_index(drop=True)
+    series = original
     n = len(series)
     bad = np.zeros(n, dtype=bool)
-    reason: pd.Series | str = ""
-    if ctype in ("integer", "bigint", "smallint"):
-        if pd.api.types.is_bool_dtype(series):
-            return _as_text(series), ~null, f"expected an integer ({ctype})"
+
+    def said(template: str) -> Callable[[int], str]:
+        return lambda pos: template.format(v=original.iloc[pos])
+
+    if ctype == "text" or ctype == "jsonb":
+        text = _as_text(series) if ctype == "text" else series.astype(object).map(_json_text)
+        null = series.isna().to_numpy(dtype=bool)
+        if ctype == "jsonb":
+            bad = ~null & text.isna().to_numpy(dtype=bool)
+            reason: Callable[[int], str] | str = said("expected JSON, got {v!r:.60}")
+        else:
+            bad = ~null & _flag(text.str.contains("\x00", regex=False))
+            reason = "text may not contain a NUL character"
+    elif pd.api.types.is_bool_dtype(series) and ctype != "boolean":
+        null = series.isna().to_numpy(dtype=bool)
+        text, bad, reason = _as_text(series), ~null, said(f"expected {ctype}, got {{v!r}}")
+    elif ctype in ("integer", "bigint", "smallint"):
+        reason = said(f"expected an integer ({ctype}), got {{v!r}}")
         if pd.api.types.is_numeric_dtype(series):
+            null = series.isna().to_numpy(dtype=bool)
             values = series.to_numpy(dtype=float, na_value=np.nan)
             with np.errstate(invalid="ignore"):
                 bad = ~null & ((values % 1) != 0)
             text = pd.Series(
                 [None if (null[i] or bad[i]) else str(int(v)) for i, v in enumerate(values)],
-                index=series.index,
                 dtype=object,
             )
         else:
-            text = series.astype(object).map(lambda v: v.strip() if isinstance(v, str) else v)
-            as_str = text.astype(str)
-            bad = ~null & ~as_str.str.fullmatch(_INT_RE).to_numpy(dtype=bool, na_value=False)
-            text = as_str
+            text = _stripped(series)
+            null = _nulls(text, ctype)
+            bad = ~null & ~_flag(text.astype(str).str.fullmatch(_INT_RE))
         if not bad.all():
             nums = pd.to_numeric(text.where(~(bad | null)), errors="coerce")
             limit = _INT_BOUNDS[ctype]
-            bad = bad | (~null & ((nums >= limit) | (nums < -limit)).to_numpy(dtype=bool))
-        reason = series.astype(object).map(lambda v: f"expected an integer ({ctype}), got {v!r}")
+            bad = bad | (~null & _flag((nums >= limit) | (nums < -limit)))
     elif ctype in ("double precision", "real", "numeric"):
-        if pd.api.types.is_bool_dtype(series):
-            return _as_text(series), ~null, "expected a number"
+        reason = said("expected a number, got {v!r}")
         if pd.api.types.is_numeric_dtype(series):
             text = series.astype(object).map(repr_number)
+            null = text.isna().to_numpy(dtype=bool)
         else:
-            text = series.astype(object).map(lambda v: v.strip() if isinstance(v, str) else v)
+            text = _stripped(series)
+            null = _nulls(text, ctype)
             nums = pd.to_numeric(text.where(~null), errors="coerce")
-            bad = ~null & nums.isna().to_numpy()
-            text = text.astype(str)
-        reason = series.astype(object).map(lambda v: f"expected a number, got {v!r}")
+            bad = ~null & nums.isna().to_numpy(dtype=bool)
     elif ctype == "boolean":
+        reason = said("expected true or false, got {v!r}")
         if pd.api.types.is_bool_dtype(series):
-            text = series.astype(object).map(lambda v: "true" if v else "false")
-        else:
-            text = series.astype(object).map(lambda v: str(v).strip().lower())
-            bad = ~null & ~text.isin(_BOOL_TEXT).to_numpy()
-        reason = series.astype(object).map(lambda v: f"expected true or false, got {v!r}")
-    elif ctype in _TIMES:
-        if pd.api.types.is_datetime64_any_dtype(series):
-            text = pd.Series(series.map(lambda v: v.isoformat()), dtype=object)
-        else:
             text = series.astype(object).map(
-                lambda v: v.isoformat() if hasattr(v, "isoformat") else str(v).strip()
+                lambda v: None if pd.isna(v) else ("true" if v else "false")
             )
-            parsed = pd.to_datetime(text.where(~null), errors="coerce", utc=True, format="ISO8601")
-            bad = ~null & parsed.isna().to_numpy()
+            null = text.isna().to_numpy(dtype=bool)
+        else:
+            text = _stripped(series).map(lambda v: v.lower() if isinstance(v, str) else v)
+            null = _nulls(text, ctype)
+            bad = ~null & ~text.astype(str).isin(_BOOL_TEXT).to_numpy(dtype=bool)
+    elif ctype in _TIMES:
         what = "date" if ctype == "date" else "timestamp"
-        reason = series.astype(object).map(lambda v: f"expected an ISO 8601 {what}, got {v!r}")
+        reason = said(f"expected an ISO 8601 {what}, got {{v!r}}")
+        if pd.api.types.is_datetime64_any_dtype(series):
+            null = series.isna().to_numpy(dtype=bool)
+            text = pd.Series(
+                [None if null[i] else v.isoformat() for i, v in enumerate(series)], dtype=object
+            )
+        else:
+            text = _stripped(series)
+            if text.map(lambda v: hasattr(v, "isoformat")).any():
+                text = text.map(lambda v: v.isoformat() if hasattr(v, "isoformat") else v)
+            null = _nulls(text, ctype)
+            parsed = pd.to_datetime(text.where(~null), errors="coerce", utc=True, format="ISO8601")
+            bad = ~null & parsed.isna().to_numpy(dtype=bool)
     elif ctype == "uuid":
-        text = series.astype(object).map(str)
-        bad = ~null & ~text.str.fullmatch(_UUID_RE).to_numpy(dtype=bool, na_value=False)
-        reason = series.astype(object).map(lambda v: f"expected a UUID, got {v!r}")
-    elif ctype == "jsonb":
-        text = series.astype(object).map(_json_text)
-        bad = ~null & text.isna().to_numpy()
-        reason = series.astype(object).map(lambda v: f"expected JSON, got {str(v)[:60]!r}")
+        reason = said("expected a UUID, got {v!r}")
+        text = _stripped(series)
+        null = _nulls(text, ctype)
+        bad = ~null & ~_flag(text.astype(str).str.fullmatch(_UUID_RE))
     else:
-        text = _as_text(series)
-        bad = ~null & text.str.contains("\x00", regex=False).to_numpy(dtype=bool, na_value=False)
-        reason = "text may not contain a NUL character"
-    text = text.astype(object).where(~(null | bad), None)
+        raise ValueError(f"unknown column type {ctype!r}")
+    text = pd.Series(text.to_numpy(dtype=object), index=original.index, dtype=object)
+    text = text.where(~(null | bad), None)
     return text, bad, reason
 
 
@@ -247,7 +279,8 @@ class ChunkChecker:
             text, bad, reason = type_column(frame[col.name], col.type)
             rejects.add(bad, f"type:{col.name}", reason)
             typed[col.name] = text
-        out = pd.DataFrame(typed, index=frame.index)
+        out = pd.DataFrame(typed)
+        out.index = frame.index
         for name in required_columns(self.spec):
             values = out[name]
             missing = values.isna().to_numpy() | (values.astype(object) == "").to_numpy()
@@ -268,8 +301,11 @@ class ChunkChecker:
             allowed = {str(v) for v in check["allowed"]}
             values = out[column]
             mask = values.notna().to_numpy() & ~values.isin(allowed).to_numpy()
-            reason = values.map(lambda v: f"{column}={v!r} is not one of {sorted(allowed)}")
-            rejects.add(mask, name, reason)
+            rejects.add(
+                mask,
+                name,
+                lambda pos: f"{column}={values.iloc[pos]!r} is not one of {sorted(allowed)}",
+            )
         elif kind == "range":
             low, high = check["range"]
             ctype = self.spec.column_type(column)
@@ -289,8 +325,11 @@ class ChunkChecker:
                 mask |= (values < bound(low)).to_numpy(dtype=bool, na_value=False)
             if high is not None:
                 mask |= (values > bound(high)).to_numpy(dtype=bool, na_value=False)
-            reason = out[column].map(lambda v: f"{column}={v} is outside [{low}, {high}]")
-            rejects.add(mask, name, reason)
+            rejects.add(
+                mask,
+                name,
+                lambda pos: f"{column}={out[column].iloc[pos]} is outside [{low}, {high}]",
+            )
         elif kind == "unique":
             cols = check["unique"] if isinstance(check["unique"], list) else [column]
             hashes = pd.util.hash_pandas_object(out[cols].fillna("\x00null"), index=False)
