@@ -213,7 +213,7 @@ def execute_run(
                 rows_loaded=result.loaded,
                 rows_quarantined=result.quarantined,
                 duration_ms=int(1000 * (time.monotonic() - started)),
-                durations=_durations(steps),
+                durations=_durations(steps, result.timings),
             )
             runs.log_run(
                 db,
@@ -235,10 +235,10 @@ def steps_name(steps: _Steps) -> str:
     return steps.name
 
 
-def _durations(steps: _Steps) -> str:
+def _durations(steps: _Steps, load_timings: dict[str, int] | None = None) -> str:
     import json
 
-    return json.dumps(steps.durations)
+    return json.dumps({**steps.durations, **{f"load_{k}": v for k, v in (load_timings or {}).items()}})
 
 
 def _fail(db, run: dict[str, Any], steps: _Steps, exc: Exception, started: float) -> None:

@@ -12,6 +12,7 @@ import io
 import json
 import logging
 import re
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -58,6 +59,7 @@ class LoadResult:
     quarantined: int = 0
     out_of_range: int = 0  # backfill rows outside the requested time range
     events: list[dict[str, str]] = field(default_factory=list)
+    timings: dict[str, int] = field(default_factory=dict)  # ms: typing, copy, merge
 
 
 def to_frame(spec: SourceSpec, rows: pd.DataFrame | Sequence[dict[str, Any]]) -> pd.DataFrame:
@@ -133,20 +135,45 @@ class _Loader:
             if len(piece):
                 self._stage_piece(chunk, piece, chunk.first_position + start)
 
+    def _clock(self, name: str, since: float) -> float:
+        now = time.perf_counter()
+        self.result.timings[name] = self.result.timings.get(name, 0) + int(1000 * (now - since))
+        return now
+
     def _stage_piece(self, chunk: Chunk, piece: pd.DataFrame, first: int) -> None:
-        typed, rejects = self.checker.check(piece)
-        n = len(piece)
+        # first trust Postgres to type the values (fast); if the COPY refuses one, type
+        # the chunk here, quarantine what fails and COPY the rest
+        seen = dict(self.checker._seen)
+        trust = True
+        while True:
+            since = time.perf_counter()
+            typed, rejects = self.checker.check(piece, trust=trust)
+            since = self._clock("typing", since)
+            keep = np.ones(len(piece), dtype=bool)
+            for pos in rejects.found:
+                keep[pos] = False
+            try:
+                self._copy(chunk, typed, keep, rejects, first, retry_lines=not trust)
+                break
+            except psycopg2.errors.DataError:
+                self.checker._seen = dict(seen)
+                trust = False
+        self._quarantine(chunk, piece, first, rejects)
+        self._clock("copy", since)
+        good_typed = typed[keep]
+        self.result.staged += len(good_typed)
+        if self.unique and len(good_typed):
+            self._track_keys(good_typed)
+
+    def _copy(self, chunk: Chunk, typed, keep, rejects, first: int, *, retry_lines: bool) -> None:
+        n = len(typed)
         out = typed.copy()
         offset = first - chunk.first_position
         out["_stream_id"] = (
             list(chunk.stream_ids[offset : offset + n]) if chunk.stream_ids is not None else None
         )
         out["_ord"] = np.arange(self._ord, self._ord + n)
-        self._ord += n
         out["_run_id"] = chunk.origin_run
-        keep = np.ones(n, dtype=bool)
-        for pos in rejects.found:
-            keep[pos] = False
         while True:
             self.cur.execute("SAVEPOINT copy_chunk")
             try:
@@ -156,20 +183,18 @@ class _Loader:
                 self.cur.execute("RELEASE SAVEPOINT copy_chunk")
                 break
             except psycopg2.errors.DataError as exc:
-                # a value our typing let through but Postgres refused: quarantine that row
                 self.cur.execute("ROLLBACK TO SAVEPOINT copy_chunk")
                 found = _COPY_LINE.search(exc.diag.context or "")
-                if not found:
+                if not retry_lines or not found:
                     raise
+                # a value our typing let through but Postgres refused: quarantine that row
                 pos = int(np.flatnonzero(keep)[int(found.group(1)) - 1])
-                column = found.group(2) or "row"
                 keep[pos] = False
-                rejects.found[pos] = (f"type:{column}", exc.diag.message_primary or str(exc))
-        self._quarantine(chunk, piece, first, rejects)
-        good_typed = typed[keep]
-        self.result.staged += len(good_typed)
-        if self.unique and len(good_typed):
-            self._track_keys(good_typed)
+                rejects.found[pos] = (
+                    f"type:{found.group(2) or 'row'}",
+                    exc.diag.message_primary or str(exc),
+                )
+        self._ord += n
 
     def _buffer(self, frame: pd.DataFrame) -> io.StringIO:
         buf = io.StringIO()
@@ -257,10 +282,26 @@ class _Loader:
             w=where or sql.SQL(""),
         )
 
+    def _appends_only(self) -> bool:
+        """True when no staged row can conflict with raw: every staged time is later than
+        raw's newest (the unique key holds the time column), e.g. a time series growing."""
+        t = self.spec.time_column
+        if self.mode == "full" or self.spec.kind != "time_series" or t not in self.unique:
+            return False
+        self.cur.execute(
+            sql.SQL(
+                "SELECT (SELECT max({t}) FROM {raw}) IS NULL"
+                " OR (SELECT min({t}) FROM {s}) > (SELECT max({t}) FROM {raw})"
+            ).format(t=sql.Identifier(t), raw=self.raw, s=self.staging)
+        )
+        return bool(self.cur.fetchone()[0])
+
     def _merge_upsert(self) -> None:
         others = [c for c in self.cols if c not in self.unique]
         stmt = self._insert()
-        if others:
+        if self._appends_only():
+            pass  # no ON CONFLICT arbiter needed: nothing in raw has these keys
+        elif others:
             assign = sql.SQL(", ").join(
                 sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c))
                 for c in [*others, "_stream_id"]
@@ -438,7 +479,9 @@ def load(
                 if on_progress:
                     on_progress(loader.result)
             loader.dataset_checks(previous_rows, after_merge=False)
+            since = time.perf_counter()
             loader.merge(time_range)
+            loader._clock("merge", since)
             loader.dataset_checks(previous_rows, after_merge=True)
             _advance(cur, spec, run_id, cursor, stream_watermark)
             cur.execute(sql.SQL("TRUNCATE {}").format(loader.staging))

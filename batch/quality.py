@@ -271,14 +271,26 @@ class ChunkChecker:
         self.row_checks = [c for c in spec.checks if _kind(c) in ROW_CHECKS]
         self._seen: dict[str, np.ndarray] = {}
 
-    def check(self, frame: pd.DataFrame) -> tuple[pd.DataFrame, Rejects]:
-        """(typed text frame of the declared columns, rejected rows) for one chunk."""
+    def check(self, frame: pd.DataFrame, *, trust: bool = False) -> tuple[pd.DataFrame, Rejects]:
+        """(typed text frame of the declared columns, rejected rows) for one chunk.
+
+        With ``trust``, text columns are handed to Postgres as they are (it checks them
+        during the COPY, much faster); the loader re-checks a chunk here without ``trust``
+        when the COPY refuses a value.
+        """
         rejects = Rejects()
         typed = {}
         for col in self.spec.columns:
-            text, bad, reason = type_column(frame[col.name], col.type)
-            rejects.add(bad, f"type:{col.name}", reason)
-            typed[col.name] = text
+            series = frame[col.name]
+            if trust and pd.api.types.is_string_dtype(series) and series.dtype != object:
+                text = series.astype(object)
+                if col.type != "text":
+                    text = text.where((text != "").to_numpy(dtype=bool) & text.notna().to_numpy(dtype=bool), None)
+            else:
+                text, bad, reason = type_column(series, col.type)
+                text.index = frame.index
+                rejects.add(bad, f"type:{col.name}", reason)
+            typed[col.name] = text.to_numpy(dtype=object)
         out = pd.DataFrame(typed)
         out.index = frame.index
         for name in required_columns(self.spec):
