@@ -238,7 +238,9 @@ def steps_name(steps: _Steps) -> str:
 def _durations(steps: _Steps, load_timings: dict[str, int] | None = None) -> str:
     import json
 
-    return json.dumps({**steps.durations, **{f"load_{k}": v for k, v in (load_timings or {}).items()}})
+    return json.dumps(
+        {**steps.durations, **{f"load_{k}": v for k, v in (load_timings or {}).items()}}
+    )
 
 
 def _fail(db, run: dict[str, Any], steps: _Steps, exc: Exception, started: float) -> None:

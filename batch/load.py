@@ -26,14 +26,14 @@ from psycopg2.extras import execute_values
 
 from batch import quality
 from batch.exceptions import QualityError
-from batch.partitions import ensure_partitions
+from batch.partitions import ensure_months, ensure_partitions
 from batch.tables import ensure_tables, raw_table, staging_table, unique_columns
 from cxd.catalog import SourceSpec
 
 log = logging.getLogger(__name__)
 
 _KEEP = object()
-CHUNK_ROWS = 50_000
+CHUNK_ROWS = 100_000
 MODES = ("incremental", "full", "backfill", "reprocess")
 _COPY_LINE = re.compile(r"line (\d+)(?:, column (\w+))?")
 
@@ -111,8 +111,7 @@ class _Loader:
         self.result = LoadResult()
         self.checker = quality.ChunkChecker(spec)
         self.unique = spec.key if spec.kind == "point_in_time" else unique_columns(spec)
-        self.needs_dedup = False
-        self._keys = np.empty(0, dtype=np.uint64)
+        self._key_hashes: list[np.ndarray] = []
         self._ord = 0
         self._rejected: dict[str, list[str]] = {}
         self.staging = staging_table(spec.name)
@@ -125,6 +124,20 @@ class _Loader:
             .format(self.staging, _ident_list(self.cols))
             .as_string(cur.connection)
         )
+        self.raw_copy_sql = (
+            sql.SQL("COPY {} ({}, _stream_id, _run_id) FROM STDIN WITH (FORMAT csv, NULL '\\N')")
+            .format(self.raw, _ident_list(self.cols))
+            .as_string(cur.connection)
+        )
+        # incremental loads of time series / history COPY straight into raw when no row
+        # can meet an existing key: every time later than raw's newest, or no key at all
+        self.direct = mode == "incremental" and spec.kind in ("time_series", "instantaneous")
+        self.raw_newest = None
+        if self.direct and self.unique:
+            cur.execute(
+                sql.SQL("SELECT max({}) FROM {}").format(sql.Identifier(spec.time_column), self.raw)
+            )
+            self.raw_newest = cur.fetchone()[0]
 
     # staging -----------------------------------------------------------------
 
@@ -145,6 +158,7 @@ class _Loader:
         # the chunk here, quarantine what fails and COPY the rest
         seen = dict(self.checker._seen)
         trust = True
+        direct = self.direct
         while True:
             since = time.perf_counter()
             typed, rejects = self.checker.check(piece, trust=trust)
@@ -152,34 +166,66 @@ class _Loader:
             keep = np.ones(len(piece), dtype=bool)
             for pos in rejects.found:
                 keep[pos] = False
+            to_raw = direct and self._can_go_straight(typed[keep])
             try:
-                self._copy(chunk, typed, keep, rejects, first, retry_lines=not trust)
+                self._copy(chunk, typed, keep, rejects, first, retry_lines=not trust, to_raw=to_raw)
                 break
             except psycopg2.errors.DataError:
                 self.checker._seen = dict(seen)
                 trust = False
+            except psycopg2.errors.UniqueViolation:
+                self.checker._seen = dict(seen)
+                direct = False  # a key met an existing row: merge this chunk instead
         self._quarantine(chunk, piece, first, rejects)
         self._clock("copy", since)
         good_typed = typed[keep]
         self.result.staged += len(good_typed)
-        if self.unique and len(good_typed):
+        if to_raw:
+            self.result.loaded += len(good_typed)
+        elif self.unique and len(good_typed):
             self._track_keys(good_typed)
 
-    def _copy(self, chunk: Chunk, typed, keep, rejects, first: int, *, retry_lines: bool) -> None:
+    def _can_go_straight(self, typed: pd.DataFrame) -> bool:
+        """True when ``typed`` may be COPYed into raw (creating the partitions it needs)."""
+        t = self.spec.time_column
+        if not t or not len(typed):
+            return not self.unique
+        times = pd.to_datetime(typed[t], errors="coerce", utc=True, format="ISO8601")
+        if times.isna().any():
+            return False  # let the staging path type and quarantine them
+        if self.unique and self.raw_newest is not None:
+            newest = pd.Timestamp(self.raw_newest)
+            newest = newest.tz_localize("UTC") if newest.tzinfo is None else newest
+            if times.min() <= newest:
+                return False
+        stamps = pd.unique(times.dt.year * 100 + times.dt.month)
+        ensure_months(
+            self.cur, self.spec, [datetime(int(m) // 100, int(m) % 100, 1) for m in stamps]
+        )
+        return True
+
+    def _copy(
+        self, chunk: Chunk, typed, keep, rejects, first: int, *, retry_lines: bool, to_raw: bool
+    ) -> None:
         n = len(typed)
         out = typed.copy()
         offset = first - chunk.first_position
         out["_stream_id"] = (
             list(chunk.stream_ids[offset : offset + n]) if chunk.stream_ids is not None else None
         )
-        out["_ord"] = np.arange(self._ord, self._ord + n)
-        out["_run_id"] = chunk.origin_run
+        if to_raw:
+            out["_run_id"] = chunk.origin_run or self.run_id
+        else:
+            out["_ord"] = np.arange(self._ord, self._ord + n)
+            out["_run_id"] = chunk.origin_run
         while True:
             self.cur.execute("SAVEPOINT copy_chunk")
             try:
                 good = out[keep]
                 if len(good):
-                    self.cur.copy_expert(self.copy_sql, self._buffer(good))
+                    self.cur.copy_expert(
+                        self.raw_copy_sql if to_raw else self.copy_sql, self._buffer(good)
+                    )
                 self.cur.execute("RELEASE SAVEPOINT copy_chunk")
                 break
             except psycopg2.errors.DataError as exc:
@@ -194,6 +240,9 @@ class _Loader:
                     f"type:{found.group(2) or 'row'}",
                     exc.diag.message_primary or str(exc),
                 )
+            except psycopg2.errors.UniqueViolation:
+                self.cur.execute("ROLLBACK TO SAVEPOINT copy_chunk")
+                raise
         self._ord += n
 
     def _buffer(self, frame: pd.DataFrame) -> io.StringIO:
@@ -203,12 +252,16 @@ class _Loader:
         return buf
 
     def _track_keys(self, typed: pd.DataFrame) -> None:
-        hashes = pd.util.hash_pandas_object(typed[self.unique], index=False).to_numpy()
-        if not self.needs_dedup:
-            if pd.Series(hashes).duplicated().any() or np.isin(hashes, self._keys).any():
-                self.needs_dedup = True
-        if not self.needs_dedup:
-            self._keys = np.concatenate([self._keys, hashes])
+        self._key_hashes.append(
+            pd.util.hash_pandas_object(typed[self.unique], index=False).to_numpy()
+        )
+
+    def _has_duplicate_keys(self) -> bool:
+        """True when two staged rows share a key (then the merge deduplicates first)."""
+        if not self._key_hashes:
+            return False
+        hashes = np.concatenate(self._key_hashes)
+        return len(np.unique(hashes)) < len(hashes)
 
     def _quarantine(self, chunk: Chunk, piece: pd.DataFrame, first: int, rejects) -> None:
         if not rejects.found:
@@ -253,7 +306,7 @@ class _Loader:
             )
             self.result.out_of_range = cur.rowcount
         ensure_partitions(cur, self.spec, self.staging)
-        if self.needs_dedup:
+        if self._has_duplicate_keys():
             # the last row per key wins (later stream id / later position in the input)
             cur.execute(
                 sql.SQL("DELETE FROM {s} a USING {s} b WHERE {m} AND a._ord < b._ord").format(

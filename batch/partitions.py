@@ -47,7 +47,14 @@ def ensure_partitions(cur, spec: SourceSpec, source: sql.Composable) -> list[str
             "SELECT DISTINCT date_trunc('month', {c}{utc}) FROM {s} WHERE {c} IS NOT NULL"
         ).format(c=col, utc=utc, s=source)
     )
-    months = sorted(r[0] for r in cur.fetchall())
+    return ensure_months(cur, spec, [r[0] for r in cur.fetchall()])
+
+
+def ensure_months(cur, spec: SourceSpec, months) -> list[str]:
+    """Create the partitions of the given months (datetimes; any day of the month)."""
+    if spec.kind != "time_series" or not is_partitioned(cur, spec.name):
+        return []
+    months = sorted({datetime(m.year, m.month, 1) for m in months})
     cur.execute(
         "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
         " WHERE i.inhparent = %s::regclass",
@@ -56,7 +63,6 @@ def ensure_partitions(cur, spec: SourceSpec, source: sql.Composable) -> list[str
     have = {r[0] for r in cur.fetchall()}
     made = []
     for month in months:
-        month = datetime(month.year, month.month, 1)
         name = partition_name(spec.name, month)
         if name in have:
             continue

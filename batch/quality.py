@@ -285,7 +285,9 @@ class ChunkChecker:
             if trust and pd.api.types.is_string_dtype(series) and series.dtype != object:
                 text = series.astype(object)
                 if col.type != "text":
-                    text = text.where((text != "").to_numpy(dtype=bool) & text.notna().to_numpy(dtype=bool), None)
+                    text = text.where(
+                        (text != "").to_numpy(dtype=bool) & text.notna().to_numpy(dtype=bool), None
+                    )
             else:
                 text, bad, reason = type_column(series, col.type)
                 text.index = frame.index

@@ -17,7 +17,7 @@ from batch.exceptions import SchemaChangeError
 from cxd.catalog import SourceSpec
 
 ENGINE_DDL = [
-    ("_seq", "bigint NOT NULL"),
+    ("_seq", "bigint NOT NULL DEFAULT nextval('cxd.change_seq')"),
     ("_ingested_at", "timestamptz NOT NULL DEFAULT now()"),
     ("_run_id", "bigint"),
     ("_stream_id", "text"),
@@ -120,6 +120,17 @@ def ensure_tables(cur, spec: SourceSpec) -> None:
                 _add_column(cur, staging_table(spec.name), col.name, col.type)
         if spec.kind == "point_in_time":
             _create_current_view(cur, spec)
+        cur.execute(
+            "SELECT column_default IS NULL FROM information_schema.columns"
+            " WHERE table_schema = 'raw' AND table_name = %s AND column_name = '_seq'",
+            (spec.name,),
+        )
+        if cur.fetchone()[0]:  # tables made before loads could COPY straight into raw
+            cur.execute(
+                sql.SQL(
+                    "ALTER TABLE {} ALTER COLUMN _seq SET DEFAULT nextval('cxd.change_seq')"
+                ).format(raw_table(spec.name))
+            )
     else:
         _create_raw(cur, spec, declared)
     cur.execute(

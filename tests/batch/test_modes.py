@@ -91,3 +91,14 @@ def test_backfill_loads_a_range_and_keeps_the_cursor(temps, run_now, rows):
     assert rows("SELECT v FROM raw.temps ORDER BY at") == [(1.5,), (2.0,)]
     assert rows("SELECT cursor FROM cxd.watermarks WHERE dataset = 'temps'") == cursor
     assert any(e.get("out_of_range") == 1 for e in run["log"])
+
+
+def test_last_row_per_key_wins_within_one_load(temps, run_now, rows):
+    temps("a.csv", [("x", "2026-05-05T00:00:00Z", 1.0), ("y", "2026-05-05T00:00:00Z", 2.0),
+                    ("x", "2026-05-05T00:00:00Z", 3.0)])  # fmt: skip
+    run = run_now("temps")
+    assert run["status"] == "succeeded", run["error"]
+    assert rows("SELECT site, v FROM raw.temps ORDER BY site") == [("x", 3.0), ("y", 2.0)]
+    temps("b.csv", [("z", "2026-06-01T00:00:00Z", 4.0), ("z", "2026-06-01T00:00:00Z", 5.0)])
+    assert run_now("temps")["status"] == "succeeded"
+    assert rows("SELECT site, v FROM raw.temps WHERE site = 'z'") == [("z", 5.0)]
