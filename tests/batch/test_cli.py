@@ -62,6 +62,9 @@ def test_run_status_reprocess_backfill(stores, settings, tmp_path):
         stores.db.fetchone("SELECT cursor FROM cxd.watermarks WHERE dataset = 'weather'") == cursor
     )
 
+    assert "succeeded" in cxd(tmp_path, "run", "weather", "--full").stdout
+    assert stores.db.fetchone("SELECT count(*) AS n FROM raw.weather")["n"] == 2
+
     bad = cxd(tmp_path, "backfill", "weather", "--from", "May", "--to", "June", ok=False)
     assert bad.returncode == 1 and "backfill needs from and to as ISO 8601 times" in bad.stderr
     missing = cxd(tmp_path, "reprocess", "nowhere", ok=False)
@@ -80,5 +83,5 @@ def test_bench_batch_load_runs_at_small_size(store_urls):
         env={**os.environ, "CXD_BENCH_DATABASE_URL": server, "CXD_BENCH_REDIS_URL": redis_url},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert "| bare COPY, same indexes (ceiling) |" in result.stdout
-    assert "| cxd run: fetch, archive, ingest, check, staging, raw |" in result.stdout
+    assert "| bare COPY, same partitions and indexes (ceiling) |" in result.stdout
+    assert "| cxd run: fetch, archive, ingest, check, load into raw |" in result.stdout
