@@ -86,7 +86,14 @@ def pipeline(env: dict[str, str], csv: str, out) -> None:
     run = execute_run(stores, run_id)
     seconds = time.perf_counter() - start
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    out.put((run["status"], run["error"], run["rows_loaded"], seconds, peak_mb, run["durations"]))
+    # the same file again as a full refresh: staging + merge (every key meets a raw row)
+    start = time.perf_counter()
+    full = execute_run(stores, create_run(stores.db, "bench", "full"))
+    full_seconds = time.perf_counter() - start
+    out.put(
+        (run["status"], run["error"], run["rows_loaded"], seconds, peak_mb, run["durations"],
+         full["status"], full_seconds)
+    )  # fmt: skip
 
 
 def bare_copy(url: str, csv: Path, rows: int) -> float:
@@ -155,9 +162,9 @@ def main() -> int:
         out = ctx.Queue()
         child = ctx.Process(target=pipeline, args=(env, str(csv), out))
         child.start()
-        status, error, loaded, seconds, peak_mb, durations = out.get()
+        status, error, loaded, seconds, peak_mb, durations, full_status, full_seconds = out.get()
         child.join()
-        if status != "succeeded" or loaded != args.rows:
+        if status != "succeeded" or loaded != args.rows or full_status != "succeeded":
             print(f"run {status}, {loaded} rows loaded: {error}", file=sys.stderr)
             return 1
         size_mb = csv.stat().st_size / 1e6
@@ -180,10 +187,20 @@ def main() -> int:
                         bare / seconds,
                         peak_mb,
                     ],
+                    [
+                        "same file again as a full refresh (staging + merge)",
+                        full_seconds,
+                        args.rows / full_seconds,
+                        bare / full_seconds,
+                        "-",
+                    ],
                 ],
             )
         )
-        print("\nTargets: ratio >= 0.7, worker peak memory < 500 MB.")
+        print(
+            "\nTargets: ratio >= 0.7 (first row), worker peak memory < 500 MB (for the first"
+            " run; the process's peak)."
+        )
         return 0
     finally:
         shutil.rmtree(work, ignore_errors=True)
