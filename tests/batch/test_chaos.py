@@ -1,8 +1,8 @@
 """A real rq worker killed with SIGKILL at random points during many loads: afterwards raw
 holds every source row exactly once and the watermark never moved backwards.
 
-``CXD_CHAOS_LOADS`` (default 50), ``CXD_CHAOS_ROWS`` rows per load (1000) and
-``CXD_CHAOS_KILL_RATE`` (0.2, the share of loads whose worker is killed mid-run) size it.
+``CXD_CHAOS_LOADS`` (default 50), ``CXD_CHAOS_ROWS`` rows per load (3000) and
+``CXD_CHAOS_KILL_RATE`` (0.3, the share of loads whose worker is killed mid-run) size it.
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ from batch.jobs import enqueue_run, recover
 
 ROOT = Path(__file__).resolve().parents[2]
 LOADS = int(os.environ.get("CXD_CHAOS_LOADS", "50"))
-ROWS_PER_LOAD = int(os.environ.get("CXD_CHAOS_ROWS", "1000"))
-KILL_RATE = float(os.environ.get("CXD_CHAOS_KILL_RATE", "0.2"))
+ROWS_PER_LOAD = int(os.environ.get("CXD_CHAOS_ROWS", "3000"))
+KILL_RATE = float(os.environ.get("CXD_CHAOS_KILL_RATE", "0.3"))
+KILL_WITHIN = 0.1  # seconds after the run started fetching
 
 GROWING = """
 import io
@@ -181,7 +182,7 @@ def test_sigkill_during_loads_loses_and_duplicates_nothing(
             if rng.random() < KILL_RATE:
                 # wait until the worker is inside the run, then kill it somewhere in it
                 _wait_for(stores, run_id, ("fetching", "ingesting", "succeeded", "failed"))
-                time.sleep(rng.uniform(0, 0.25))
+                time.sleep(rng.uniform(0, KILL_WITHIN))
                 worker.kill()
                 kills_in_run.append(stores.db.fetchone(
                     "SELECT status FROM cxd.runs WHERE id = %s", (run_id,))["status"])  # fmt: skip
