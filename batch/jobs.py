@@ -12,8 +12,9 @@ import contextlib
 import logging
 import os
 import time
+import uuid
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pandas as pd
@@ -39,6 +40,7 @@ QUEUE = "cxd-batch"
 MODES = ("incremental", "full", "backfill", "reprocess")
 _LOCK_CLASS = 0x0C7D  # advisory lock namespace of running runs
 DEFAULT_BACKOFF = "10,60,300"
+STARTED_GRACE = 60  # seconds a dequeued job may take to mark its run before it counts as lost
 RECOVER_EVERY = 30  # cxd-ingest keeper rounds (about a second each) between sweeps
 
 
@@ -56,7 +58,7 @@ def backoff() -> list[int]:
         raise BadInput(f"CXD_RETRY_BACKOFF={raw!r}: expected seconds like 10,60,300") from None
 
 
-def job_id(run_id: int, recovery: int = 0) -> str:
+def job_id(run_id: int, recovery: str = "") -> str:
     """The rq job id of a run (a run is one per schedule slot); a run enqueued again after
     its worker died gets a new id, so rq's own clean-up of the dead job cannot touch it."""
     return f"cxd-run-{run_id}" + (f"-r{recovery}" if recovery else "")
@@ -86,7 +88,7 @@ def enqueue_run(
     return run_id
 
 
-def _enqueue(stores: Stores, run_id: int, recovery: int = 0) -> None:
+def _enqueue(stores: Stores, run_id: int, recovery: str = "") -> None:
     waits = backoff()
     jid = job_id(run_id, recovery)
     queue(stores).enqueue(
@@ -396,26 +398,63 @@ def recover(stores: Stores) -> list[int]:
             current = runs.get_run(db, run["id"])
             if current["status"] not in ("queued", "fetching", "ingesting"):
                 continue
-            if current["status"] == "queued" and _job_pending(stores, current["job_id"]):
+            if current["status"] == "queued" and _job_pending(stores, current["job_id"], queued_ids):
                 continue
             if current["job_id"]:
                 with contextlib.suppress(NoSuchJobError):
                     Job.fetch(current["job_id"], connection=stores.redis).delete()
             runs.update_run(db, run["id"], "queued")
             runs.log_run(db, run["id"], "recovered after its worker died", was=current["status"])
-            _enqueue(stores, run["id"], recovery=int(current["attempts"]) + 1)
+            _enqueue(stores, run["id"], recovery=uuid.uuid4().hex[:8])
             recovered.append(run["id"])
     if recovered:
         log.warning("re-enqueued %d run(s) left by dead workers: %s", len(recovered), recovered)
     return recovered
 
 
-def _job_pending(stores: Stores, jid: str | None) -> bool:
-    """True while rq will still run the job by itself (queued, scheduled for retry)."""
+def _worker_dead(stores: Stores, name: str | None) -> bool:
+    """True when the rq worker ``name`` ran on this host and its process is gone."""
+    import socket
+
+    from rq import Worker
+
+    if not name:
+        return False
+    worker = Worker.find_by_key(Worker.redis_worker_namespace_prefix + name, connection=stores.redis)
+    if worker is None or not worker.pid or worker.hostname != socket.gethostname():
+        return False  # another host's worker: wait for the grace period instead
+    try:
+        os.kill(worker.pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _job_pending(stores: Stores, jid: str | None, queued_ids: set[str]) -> bool:
+    """True while rq may still run the job by itself: in the queue, scheduled for a retry,
+    or just taken by a live worker that has not yet marked the run.
+
+    A job whose hash says queued but which is in no queue was being dequeued by a worker
+    that died. Recovering a run twice is harmless: only one process can hold its lock, and
+    a finished run is never executed again.
+    """
+    if jid in queued_ids:
+        return True
     if not jid:
         return False
     try:
-        status = Job.fetch(jid, connection=stores.redis).get_status(refresh=True)
+        job = Job.fetch(jid, connection=stores.redis)
     except NoSuchJobError:
         return False
-    return str(getattr(status, "value", status)) in ("queued", "scheduled", "deferred")
+    status = str(getattr(job.get_status(refresh=True), "value", job.get_status()))
+    if status == "started":
+        if _worker_dead(stores, job.worker_name):
+            return False
+        started = job.started_at
+        if started is None:
+            return True
+        started = started if started.tzinfo else started.replace(tzinfo=UTC)
+        return datetime.now(UTC) - started < timedelta(seconds=STARTED_GRACE)
+    return status in ("scheduled", "deferred")
