@@ -108,3 +108,33 @@ def test_unknown_mode_is_refused(declare, tmp_path, stores, mode):
             key=["k"], time_column="at")  # fmt: skip
     with pytest.raises(BadInput, match="mode must be one of"):
         enqueue_run(stores, "nums", mode)
+
+
+def test_new_columns_are_added_and_a_type_change_fails_touching_nothing(
+    declare, tmp_path, run_now, rows, stores
+):
+    from cxd.catalog import parse_source, save_source
+
+    path = str(tmp_path / "*.csv")
+    (tmp_path / "a.csv").write_text("k,at,note\n1,2026-05-05T00:00:00Z,hi\n")
+    declare(name="nums", type="file", options={"path": path}, columns=COLUMNS, key=["k"],
+            time_column="at")  # fmt: skip
+    assert run_now("nums")["status"] == "succeeded"
+    note = {"name": "note", "type": "text"}
+    declare(name="nums", type="file", options={"path": path}, columns=[*COLUMNS, note],
+            key=["k"], time_column="at")  # fmt: skip
+    assert rows("SELECT k, note FROM raw.nums") == [(1, None)]
+    (tmp_path / "b.csv").write_text("k,at,note\n2,2026-05-06T00:00:00Z,new\n")
+    assert run_now("nums")["status"] == "succeeded"
+    assert rows("SELECT k, note FROM raw.nums ORDER BY k") == [(1, None), (2, "new")]
+
+    # a REST edit changes k's type: the next run fails at setup and raw stays as it was
+    changed = parse_source({"name": "nums", "type": "file", "options": {"path": path},
+                            "columns": [{"name": "k", "type": "text"}, COLUMNS[1], note],
+                            "key": ["k"], "time_column": "at"})  # fmt: skip
+    save_source(stores.db, changed)
+    (tmp_path / "c.csv").write_text("k,at,note\nx,2026-05-07T00:00:00Z,z\n")
+    run = run_now("nums")
+    assert run["status"] == "failed" and run["error_step"] == "setup"
+    assert "column 'k' is integer in raw but declared text" in run["error"]
+    assert rows("SELECT k, note FROM raw.nums ORDER BY k") == [(1, None), (2, "new")]
