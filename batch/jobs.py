@@ -398,7 +398,9 @@ def recover(stores: Stores) -> list[int]:
             current = runs.get_run(db, run["id"])
             if current["status"] not in ("queued", "fetching", "ingesting"):
                 continue
-            if current["status"] == "queued" and _job_pending(stores, current["job_id"], queued_ids):
+            if current["status"] == "queued" and _job_pending(
+                stores, current["job_id"], queued_ids
+            ):
                 continue
             if current["job_id"]:
                 with contextlib.suppress(NoSuchJobError):
@@ -420,7 +422,9 @@ def _worker_dead(stores: Stores, name: str | None) -> bool:
 
     if not name:
         return False
-    worker = Worker.find_by_key(Worker.redis_worker_namespace_prefix + name, connection=stores.redis)
+    worker = Worker.find_by_key(
+        Worker.redis_worker_namespace_prefix + name, connection=stores.redis
+    )
     if worker is None or not worker.pid or worker.hostname != socket.gethostname():
         return False  # another host's worker: wait for the grace period instead
     try:
