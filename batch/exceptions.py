@@ -14,3 +14,16 @@ class SchemaChangeError(BadInput):
 
     code = "schema_change"
     status = 409
+
+
+class ArchiveError(CxdError):
+    """An archived payload is missing or corrupt; reprocess cannot use it."""
+
+    code = "archive_error"
+
+
+class QualityError(CxdError):
+    """A check of severity ``error`` failed: the load was not applied."""
+
+    code = "quality_failed"
+    status = 422

@@ -10,13 +10,22 @@ from cxd.errors import NotFound
 STATUSES = ("queued", "fetching", "ingesting", "succeeded", "failed")
 
 
-def create_run(db, dataset: str, mode: str = "incremental", job_id: str | None = None) -> int:
-    """Record a queued run and return its id."""
+def create_run(
+    db,
+    dataset: str,
+    mode: str = "incremental",
+    job_id: str | None = None,
+    *,
+    slot: str | None = None,
+    params: dict[str, Any] | None = None,
+) -> int | None:
+    """Record a queued run and return its id (None if the ``slot`` already has a run)."""
     row = db.fetchone(
-        "INSERT INTO cxd.runs (dataset, mode, job_id) VALUES (%s, %s, %s) RETURNING id",
-        (dataset, mode, job_id),
+        "INSERT INTO cxd.runs (dataset, mode, job_id, slot, params) VALUES (%s, %s, %s, %s, %s)"
+        " ON CONFLICT (dataset, mode, slot) WHERE slot IS NOT NULL DO NOTHING RETURNING id",
+        (dataset, mode, job_id, slot, json.dumps(params or {}, default=str)),
     )
-    return int(row["id"])
+    return int(row["id"]) if row else None
 
 
 def update_run(db, run_id: int, status: str | None = None, **fields: Any) -> None:

@@ -7,7 +7,7 @@ deterministic, so registering twice (two cxd-ingest, a restart) never doubles a 
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from rq_scheduler import Scheduler
 
@@ -18,11 +18,29 @@ from cxd.stores import Stores, process_stores
 log = logging.getLogger(__name__)
 
 
-def scheduled_run(dataset: str, mode: str) -> int:
-    """What a schedule enqueues: a run of ``dataset`` in ``mode``."""
+def slot_of(when: object, now: datetime | None = None) -> str:
+    """The schedule slot ``now`` falls in: the start of the interval (seconds) or the
+    cron expression's latest fire time, as ISO 8601 UTC."""
+    now = now or datetime.now(UTC)
+    if isinstance(when, int | float):
+        start = int(now.timestamp() // when * when)
+        return datetime.fromtimestamp(start, UTC).isoformat()
+    from croniter import croniter
+
+    fire = croniter(str(when), now + timedelta(seconds=1)).get_prev(datetime)
+    return fire.astimezone(UTC).isoformat()
+
+
+def scheduled_run(dataset: str, mode: str, when: object = None) -> int | None:
+    """What a schedule enqueues: the run of ``dataset`` in ``mode`` for the current slot.
+
+    The run's identity is (dataset, mode, slot), so two schedulers, a restart or a
+    re-fired entry never run one slot twice.
+    """
     from batch.jobs import enqueue_run
 
-    return enqueue_run(process_stores(), dataset, mode)
+    slot = slot_of(when) if when is not None else None
+    return enqueue_run(process_stores(), dataset, mode, slot=slot)
 
 
 def scheduler(stores: Stores) -> Scheduler:
@@ -57,14 +75,14 @@ def register_schedules(stores: Stores, specs: list[SourceSpec]) -> int:
                 continue
             if kind == "every":
                 sch.schedule(
-                    datetime.now(UTC), scheduled_run, args=[spec.name, mode], interval=int(when),
+                    datetime.now(UTC), scheduled_run, args=[spec.name, mode, int(when)], interval=int(when),
                     repeat=None, id=job_id, queue_name=QUEUE, result_ttl=600,
                 )  # fmt: skip
             else:
                 sch.cron(
                     str(when),
                     scheduled_run,
-                    args=[spec.name, mode],
+                    args=[spec.name, mode, str(when)],
                     id=job_id,
                     queue_name=QUEUE,
                     use_local_timezone=False,

@@ -129,6 +129,8 @@ def cmd_status(args) -> int:
                 "type": spec.type,
                 "kind": spec.kind,
                 "last_run": f"#{last[0]['id']} {last[0]['status']}" if last else "-",
+                "loaded": last[0]["rows_loaded"] if last else 0,
+                "quarantined": last[0]["rows_quarantined"] if last else 0,
                 "watermark": wm.get("stream_id"),
                 "refreshed": str(wm.get("refreshed_at") or "-")[:19],
                 "backlog": backlog(stores.redis, spec.name),
@@ -158,8 +160,45 @@ def cmd_token(args) -> int:
     return 0
 
 
+def _progress():
+    """A callback printing a load's progress to stderr at most once a second."""
+    import time
+
+    last = [0.0]
+
+    def show(result) -> None:
+        now = time.monotonic()
+        if now - last[0] >= 1.0:
+            last[0] = now
+            print(
+                f"  ... {result.received:,} rows read, {result.staged:,} staged,"
+                f" {result.quarantined:,} quarantined",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    return show
+
+
+def _run_now(stores, dataset: str, mode: str, params: dict | None = None) -> int:
+    from batch.jobs import execute_run
+    from batch.runs import create_run
+
+    run_id = create_run(stores.db, dataset, mode, params=params)
+    print(f"run {run_id} of {dataset} ({mode}) ...", flush=True)
+    run = execute_run(stores, run_id, on_progress=_progress())
+    if run["status"] != "succeeded":
+        print(f"run {run_id} failed at {run['error_step']}: {run['error']}", file=sys.stderr)
+        return 1
+    print(
+        f"run {run_id} succeeded: {run['rows_fetched']} rows fetched, {run['rows_loaded']} loaded,"
+        f" {run['rows_quarantined']} quarantined in {(run['duration_ms'] or 0) / 1000:.1f}s"
+    )
+    return 0
+
+
 def cmd_run(args) -> int:
-    from batch.jobs import enqueue_run, execute_run
+    from batch.jobs import enqueue_run
 
     stores = _stores()
     mode = "full" if args.full else "incremental"
@@ -167,18 +206,29 @@ def cmd_run(args) -> int:
         run_id = enqueue_run(stores, args.dataset, mode)
         print(f"queued run {run_id} of {args.dataset} ({mode})")
         return 0
-    from batch.runs import create_run
+    from cxd.catalog import get_source
 
-    run_id = create_run(stores.db, args.dataset, mode)
-    print(f"run {run_id} of {args.dataset} ({mode}) ...", flush=True)
-    run = execute_run(stores, run_id)
-    if run["status"] != "succeeded":
-        print(f"run {run_id} failed at {run['error_step']}: {run['error']}", file=sys.stderr)
-        return 1
-    print(
-        f"run {run_id} succeeded: {run['rows_fetched']} rows fetched, {run['rows_loaded']} loaded"
-    )
-    return 0
+    get_source(stores.db, args.dataset)
+    return _run_now(stores, args.dataset, mode)
+
+
+def cmd_reprocess(args) -> int:
+    from cxd.catalog import get_source
+
+    stores = _stores()
+    get_source(stores.db, args.dataset)
+    return _run_now(stores, args.dataset, "reprocess", {"run": args.run})
+
+
+def cmd_backfill(args) -> int:
+    from batch.jobs import _time_range
+    from cxd.catalog import get_source
+
+    stores = _stores()
+    get_source(stores.db, args.dataset)
+    params = {"from": args.start, "to": args.end}
+    _time_range(params)  # a readable error before anything is recorded
+    return _run_now(stores, args.dataset, "backfill", params)
 
 
 def cmd_worker(args) -> int:
@@ -191,6 +241,9 @@ def cmd_worker(args) -> int:
     os.environ["CXD_DATABASE_URL"] = settings.database_url
     os.environ["CXD_REDIS_URL"] = settings.redis_url
     stores = _stores(settings)
+    from batch.jobs import recover
+
+    recover(stores)  # runs whose worker died (SIGKILL, lost machine) run again
     worker = Worker([BATCH, SPEED, "cxd-default"], connection=stores.redis)
     worker.work(burst=args.burst, logging_level=settings.log_level)
     return 0
@@ -337,6 +390,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--full", action="store_true", help="full refresh instead of incremental")
     r.add_argument("--queue", action="store_true", help="enqueue for an rq worker instead")
     r.set_defaults(fn=cmd_run)
+    rp = sub.add_parser(
+        "reprocess", help="re-run ingest from the archive, without touching the source"
+    )
+    rp.add_argument("dataset")
+    rp.add_argument("--run", type=int, help="only the payloads fetched by this run")
+    rp.set_defaults(fn=cmd_reprocess)
+    bf = sub.add_parser("backfill", help="load a time range again (the cursor does not move)")
+    bf.add_argument("dataset")
+    bf.add_argument("--from", dest="start", required=True, help="ISO 8601 start (inclusive)")
+    bf.add_argument("--to", dest="end", required=True, help="ISO 8601 end (exclusive)")
+    bf.set_defaults(fn=cmd_backfill)
     w = sub.add_parser("worker", help="run an rq worker for cxd's queues")
     w.add_argument("--burst", action="store_true", help="exit when the queues are empty")
     w.set_defaults(fn=cmd_worker)

@@ -37,13 +37,18 @@ def create_ingest_app(config: dict | None = None) -> Flask:
 def keeper(settings: Settings, stop: threading.Event) -> None:
     """Background duties: keep schedules registered and hand live events to batch."""
     residents = ResidentPlugins(open_stores(settings, application_name="cxd-ingest-resident"))
+    from batch.jobs import RECOVER_EVERY, recover
     from batch.schedule import register_schedules
     from cxd.catalog import list_sources
     from speed.loader import drain, register_schedule
 
     stores = open_stores(settings, application_name="cxd-ingest-keeper")
+    rounds = 0
     while not stop.is_set():
+        rounds += 1
         try:
+            if rounds % RECOVER_EVERY == 1:
+                recover(stores)  # runs whose worker died mid-run are enqueued again
             specs = list_sources(stores.db)
             residents.sync(specs)
             register_schedules(stores, specs)

@@ -9,7 +9,8 @@ A source is one class with two phases:
 
 ``ingest(payload)``
     Clean and type one payload: return a pandas DataFrame or a list of dicts whose
-    keys are the dataset's declared columns.
+    keys are the dataset's declared columns, or yield several DataFrames (chunks) so a
+    large payload never sits in memory whole (``pd.read_csv(..., chunksize=50_000)``).
 
 and a declared dataset (name, kind, typed columns, key, time column), a schedule or
 the resident flag, and optional checks. Everything else (staging, typing, dedup,
@@ -18,8 +19,9 @@ watermarks, retries) is the engine's job.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, ClassVar
 
 import pandas as pd
@@ -64,8 +66,18 @@ class SourcePlugin:
         """Yield the payloads that are new since ``cursor`` (I/O only, no parsing)."""
         raise NotImplementedError(f"{type(self).__name__} must implement fetch()")
 
-    def ingest(self, payload: Payload) -> pd.DataFrame | list[dict[str, Any]]:
-        """Turn one payload into rows with the dataset's declared columns."""
+    def fetch_range(self, start: datetime, end: datetime) -> Iterator[Payload]:
+        """Yield payloads covering ``[start, end)`` of the time column, for a backfill.
+
+        The default fetches everything (as a full refresh does); the engine keeps only
+        rows inside the range. Override it when the source can filter by time.
+        """
+        return self.fetch(None)
+
+    def ingest(
+        self, payload: Payload
+    ) -> pd.DataFrame | list[dict[str, Any]] | Iterable[pd.DataFrame]:
+        """Turn one payload into rows with the dataset's declared columns (or chunks of them)."""
         raise NotImplementedError(f"{type(self).__name__} must implement ingest()")
 
     def next_cursor(self, cursor: Any, payloads: list[Payload]) -> Any:

@@ -91,8 +91,10 @@ def plugin_for(spec: SourceSpec, plugin_dir: Path | None = None) -> SourcePlugin
         raise PluginConfigError(
             f"source {spec.name!r}: no plugin named {name!r} (known: {', '.join(sorted(_loaded))})"
         )
+    from batch.quality import check_problems
+
     plugin = cls(spec)
-    problems = plugin.validate()
+    problems = plugin.validate() + check_problems(spec)
     if problems:
         raise PluginConfigError(
             f"source {spec.name!r} has {len(problems)} setting problem(s): " + "; ".join(problems),
