@@ -208,6 +208,8 @@ def type_column(
             )
             null = text.isna().to_numpy(dtype=bool)
         else:
+            # Python bools arrive in object columns too (ODBC, JSON records)
+            series = series.map(lambda v: ("true" if v else "false") if isinstance(v, bool) else v)
             text = _stripped(series).map(lambda v: v.lower() if isinstance(v, str) else v)
             null = _nulls(text, ctype)
             bad = ~null & ~text.astype(str).isin(_BOOL_TEXT).to_numpy(dtype=bool)

@@ -77,13 +77,17 @@ def run(stores, dataset: str, mode: str = "incremental") -> dict[str, Any]:
 
 
 def raw_rows(stores, dataset: str, order: str) -> list[dict[str, Any]]:
-    """Every raw row of ``dataset`` (declared columns only), ordered by ``order``."""
-    spec_cols = stores.db.fetchone("SELECT columns FROM cxd.datasets WHERE name = %s", (dataset,))
-    cols = ", ".join(f'"{c["name"]}"' for c in spec_cols["columns"])
+    """Every current raw row of ``dataset`` (declared columns only), ordered by ``order``.
+
+    For point-in-time datasets that is the current version of each entity.
+    """
+    spec = stores.db.fetchone("SELECT columns, kind FROM cxd.datasets WHERE name = %s", (dataset,))
+    cols = ", ".join(f'"{c["name"]}"' for c in spec["columns"])
     exists = stores.db.fetchone("SELECT to_regclass(%s) AS t", (f'raw."{dataset}"',))
     if exists["t"] is None:
         return []
-    return stores.db.fetchall(f'SELECT {cols} FROM raw."{dataset}" ORDER BY {order}')
+    current = " WHERE _valid_to IS NULL" if spec["kind"] == "point_in_time" else ""
+    return stores.db.fetchall(f'SELECT {cols} FROM raw."{dataset}"{current} ORDER BY {order}')
 
 
 class DocServer:
