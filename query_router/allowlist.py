@@ -15,7 +15,7 @@ AGGREGATES = {
     "countif", "arrayagg", "groupconcat", "stddevpop", "stddevsamp", "varpop", "variancepop",
     "percentilecont", "percentiledisc", "logicaland", "logicalor", "covarpop", "covarsamp",
     "anyvalue", "approxdistinct", "quantile", "median", "jsonbagg", "jsonagg",
-    "jsonobjectagg", "jsonbobjectagg", "arrayconcatagg",
+    "jsonobjectagg", "jsonbobjectagg", "arrayconcatagg", "jsonarrayagg",
 }  # fmt: skip
 WINDOWS = {
     "row_number", "rank", "dense_rank", "percent_rank", "cume_dist", "ntile", "lag", "lead",
@@ -74,6 +74,8 @@ SCALARS = {
     "jsonb_array_elements", "jsonb_array_elements_text", "json_array_elements",
     "json_array_elements_text", "jsonb_each", "jsonb_each_text", "json_each",
     "json_each_text", "jsonb_to_recordset", "json_to_recordset", "posexplode",
+    # connectives sqlglot models as functions
+    "and", "or", "xor", "not", "exists",
     # casts and misc
     "cast", "trycast", "convert", "struct", "tuple", "md5digest", "lowerhex", "hex",
     "typeof", "num_nulls", "num_nonnulls", "bool", "columns", "filter",

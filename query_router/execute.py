@@ -22,6 +22,7 @@ from typing import Any
 
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg.types.string import TextLoader
 
 from cxd.errors import TransientError
 from cxd.stores import Stores
@@ -63,6 +64,8 @@ class _Pool:
                 conn = psycopg.connect(self.url, application_name="cxd-router", autocommit=False)
                 conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
                 conn.read_only = True
+                for name in ("interval", "time", "timetz"):  # as Postgres prints them (JSON-ready)
+                    conn.adapters.register_loader(name, TextLoader)
             try:
                 yield conn
             finally:
@@ -73,7 +76,6 @@ class _Pool:
                     self._idle.put(conn)
         finally:
             self._slots.release()
-
 
     def close(self) -> None:
         """Close every idle connection."""
@@ -142,6 +144,7 @@ def with_connection(stores: Stores, work):
 def _prepare(cur: psycopg.Cursor, timeout_ms: int) -> None:
     cur.execute(f"SET LOCAL statement_timeout = {int(timeout_ms)}")
     cur.execute("SET LOCAL TimeZone = 'UTC'")
+    cur.execute("SET LOCAL search_path = raw")  # so bypass tests hit real tables
     cur.execute(f"SET LOCAL ROLE {ANALYST_ROLE}")
 
 
