@@ -21,6 +21,7 @@ from query_router.read_speed import read_speed, seen_watermark
 from query_router.resolve_datasets import resolve_datasets
 from query_router.rewrite_merge import rewrite_merge
 from query_router.speed_eval import evaluate
+from query_router.stale import apply_policy
 from query_router.validate import validate
 from speed.stream import parse_id
 
@@ -130,7 +131,11 @@ def run_query(
     values: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Plan and execute ``sql`` with parameter ``values``; return columns, rows, freshness."""
-    return execute_plan(stores, plan_query(stores, sql, params, values))
+    plan = plan_query(stores, sql, params, values)
+    result = execute_plan(stores, plan)
+    return apply_policy(
+        stores, plan, result, lambda: execute_plan(stores, plan_query(stores, sql, params, values))
+    )
 
 
 def explain(
