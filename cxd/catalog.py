@@ -247,7 +247,7 @@ def parse_source(raw: Any, where: str = "source") -> SourceSpec:
 
 def _parse_freshness(raw: Any, bad) -> dict[str, Any]:
     """``freshness: {max_age: 10m, policy: flag|refresh, deadline: 10s}`` checked and kept."""
-    if raw is None:
+    if raw is None or raw == {}:
         return {}
     if not isinstance(raw, dict):
         bad("freshness", "must be a mapping like {max_age: 10m, policy: flag, deadline: 10s}")
