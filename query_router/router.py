@@ -51,6 +51,12 @@ def catalog(stores: Stores, *, refresh: bool = False) -> tuple[dict[str, SourceS
         return _catalog["specs"], _catalog["extra"]
 
 
+def forget_catalog() -> None:
+    """Make the next query re-read the declared datasets (call after changing a source)."""
+    with _catalog_lock:
+        _catalog["at"] = 0.0
+
+
 def rules(specs: dict[str, SourceSpec], stores: Stores) -> tuple:
     """The passes, in order (``read_speed`` is the one step that reads a store: Redis)."""
     return (
