@@ -12,6 +12,7 @@ timeout and a row cap.
 from __future__ import annotations
 
 import atexit
+import bisect
 import contextlib
 import json
 import os
@@ -29,7 +30,7 @@ from cxd.stores import Stores
 from query_router.exceptions import QueryError
 from query_router.plan import Plan
 from query_router.read_speed import note_watermark
-from query_router.rewrite_merge import ORDER, SPEED_PREFIX
+from query_router.rewrite_merge import ORDER, SPEED_PREFIX, unique_columns
 from speed.stream import parse_id
 
 ANALYST_ROLE = "cxd_analyst"
@@ -185,14 +186,57 @@ def run_as_analyst(
     return with_connection(stores, work)
 
 
-def speed_rows_above(plan: Plan, name: str, watermark: str) -> list[dict]:
-    """The dataset's speed rows above W, in stream order, each with its position."""
+_encoded: dict[tuple, str] = {}  # last JSON of each dataset's speed rows (dashboards repeat)
+
+
+def _in_range(plan: Plan, name: str):
+    """A test keeping speed rows inside the dataset's queried time range, or None.
+
+    Only for datasets whose raw rows a speed row cannot replace from outside the range
+    (no declared key, or a key that includes the time column).
+    """
+    spec = plan.datasets[name]
+    lower, upper = plan.bounds.get(name, (None, None))
+    unique = unique_columns(spec)
+    if (lower is None and upper is None) or (unique and spec.time_column not in unique):
+        return None
+
+    def keep(t) -> bool:
+        if t is None:
+            return True
+        if lower is not None and (t < lower.value or (t == lower.value and not lower.inclusive)):
+            return False
+        return not (
+            upper is not None and (t > upper.value or (t == upper.value and not upper.inclusive))
+        )
+
+    return keep
+
+
+def speed_rows_json(plan: Plan, name: str, watermark: str, scope: str = "") -> str:
+    """The dataset's speed rows above W (in the queried range), in stream order, as JSON."""
     view = plan.speed[name]
     if plan.layers[name] == "speed" and view.latest is not None:
-        return view.latest
-    w = parse_id(watermark)
-    rows = [rec for eid, rec in view.entries if parse_id(eid) > w]
-    return [{**rec, ORDER: i} for i, rec in enumerate(rows)]
+        return json.dumps(view.latest, default=str, separators=(",", ":"))
+    start = bisect.bisect_right(view.ids, parse_id(watermark))
+    keep = _in_range(plan, name)
+    bounds = plan.bounds.get(name) if keep else None
+    last = view.entries[-1][0] if view.entries else None
+    memo = (scope, name, watermark, last, len(view.entries) - start, repr(bounds))
+    if memo in _encoded:
+        return _encoded[memo]
+    rows = [
+        {**rec, ORDER: i}
+        for i, ((_, rec), t) in enumerate(
+            zip(view.entries[start:], view.times[start:], strict=True)
+        )
+        if keep is None or keep(t)
+    ]
+    text = json.dumps(rows, default=str, separators=(",", ":"))
+    if len(_encoded) > 64:
+        _encoded.clear()
+    _encoded[memo] = text
+    return text
 
 
 def execute(
@@ -219,8 +263,7 @@ def execute(
                     dataset = name.removeprefix(SPEED_PREFIX)
                     w = marks.get(dataset, {}).get("stream_id", "0-0")
                     note_watermark(stores.settings.database_url, dataset, w)
-                    rows = speed_rows_above(plan, dataset, w)
-                    args.append(json.dumps(rows, default=str, separators=(",", ":")))
+                    args.append(speed_rows_json(plan, dataset, w, stores.settings.database_url))
                 else:
                     args.append(plan.bound.get(name))
             _prepare(cur, timeout_ms)

@@ -28,6 +28,8 @@ class SpeedView:
     )  # (stream id, record) above a past W
     latest: list[dict] | None = None  # instantaneous datasets: the latest value per entity
     min_time: Any = None  # earliest time-column value among the entries (None: unknown)
+    ids: list[tuple[int, int]] = field(default_factory=list)  # entries' ids, parsed
+    times: list[Any] = field(default_factory=list)  # entries' time-column values, parsed
 
 
 @dataclass
