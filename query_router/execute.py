@@ -143,10 +143,11 @@ def with_connection(stores: Stores, work):
 
 
 def _prepare(cur: psycopg.Cursor, timeout_ms: int) -> None:
-    cur.execute(f"SET LOCAL statement_timeout = {int(timeout_ms)}")
-    cur.execute("SET LOCAL TimeZone = 'UTC'")
-    cur.execute("SET LOCAL search_path = raw")  # so bypass tests hit real tables
-    cur.execute(f"SET LOCAL ROLE {ANALYST_ROLE}")
+    # one round trip; search_path = raw so bypass tests hit the real tables
+    cur.execute(
+        f"SET LOCAL statement_timeout = {int(timeout_ms)}; SET LOCAL TimeZone = 'UTC';"
+        f" SET LOCAL search_path = raw; SET LOCAL ROLE {ANALYST_ROLE}"
+    )
 
 
 def _run(conn: psycopg.Connection, sql: str, args: list, row_cap: int) -> dict[str, Any]:

@@ -11,6 +11,8 @@ An instantaneous dataset reads as its current value per entity.
 
 from __future__ import annotations
 
+import functools
+
 import sqlglot
 from sqlglot import exp
 
@@ -82,6 +84,11 @@ def relation_sql(spec: SourceSpec, layer: str, position: int | None, extra=()) -
     )
 
 
+@functools.lru_cache(maxsize=256)
+def _parsed(sql: str) -> exp.Expression:
+    return sqlglot.parse_one(sql, read="postgres")
+
+
 def rewrite_merge(plan: Plan) -> Plan:
     """Replace every dataset table by ``(<relation>) AS <alias>``."""
     plan.logical = plan.expression.copy()
@@ -91,11 +98,13 @@ def rewrite_merge(plan: Plan) -> Plan:
             plan.positional.append(speed_param(name))
             positions[name] = len(plan.positional)
     relations = {
-        name: sqlglot.parse_one(
+        name: _parsed(
             relation_sql(
-                spec, plan.layers[name], positions.get(name), plan.extra_columns.get(name, ())
-            ),
-            read="postgres",
+                spec,
+                plan.layers[name],
+                positions.get(name),
+                tuple(plan.extra_columns.get(name, ())),
+            )
         )
         for name, spec in plan.datasets.items()
     }
