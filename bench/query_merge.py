@@ -30,9 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import psycopg2  # noqa: E402
 
-from bench.common import percentile, table, timed  # noqa: E402
 from batch.load import load_rows  # noqa: E402
 from batch.tables import register_dataset  # noqa: E402
+from bench.common import percentile, table, timed  # noqa: E402
 from cxd import embedded  # noqa: E402
 from cxd.catalog import parse_source, save_source  # noqa: E402
 from cxd.config import load_settings  # noqa: E402
@@ -188,7 +188,9 @@ def main() -> int:
                 timed(lambda n=name, u=used: run_saved(stores, n, u)) for _ in range(args.repeats)
             ]
             h50, h99 = percentile(cached, 50) * 1000, percentile(cached, 99) * 1000
-            results.append([label + " (cached repeat)", h50, h99, c50, c99, h50 / c50, "p50 < 2 ms"])
+            results.append(
+                [label + " (cached repeat)", h50, h99, c50, c99, h50 / c50, "p50 < 2 ms"]
+            )
         latest_sql = "SELECT k, v, t FROM bench_latest WHERE k = :k"
         kparam = [{"name": "k", "type": "text"}]
         assert run_query(stores, latest_sql, kparam, {"k": "m001"})["freshness"]["plan"] == "speed"
@@ -209,7 +211,9 @@ def main() -> int:
         ]
         l50, l99 = percentile(latest, 50) * 1000, percentile(latest, 99) * 1000
         c50, c99 = percentile(ceiling, 50) * 1000, percentile(ceiling, 99) * 1000
-        results.append(["latest value (speed only, no Postgres)", l50, l99, c50, c99, l50 / c50, "p99 < 2 ms"])
+        results.append(
+            ["latest value (speed only, no Postgres)", l50, l99, c50, c99, l50 / c50, "p99 < 2 ms"]
+        )
         conn.close()
         print(
             f"### Query router: {args.raw:,} rows in raw + {args.speed:,} in the speed layer\n\n"
@@ -218,8 +222,15 @@ def main() -> int:
         )
         print(
             table(
-                ["query", "router p50 ms", "router p99 ms", "single table p50 ms",
-                 "single table p99 ms", "ratio p50", "target"],
+                [
+                    "query",
+                    "router p50 ms",
+                    "router p99 ms",
+                    "single table p50 ms",
+                    "single table p99 ms",
+                    "ratio p50",
+                    "target",
+                ],
                 results,
             )  # fmt: skip
         )
