@@ -31,6 +31,7 @@ from query_router.exceptions import QueryError
 from query_router.plan import Plan
 from query_router.read_speed import note_watermark
 from query_router.rewrite_merge import ORDER, SPEED_PREFIX, unique_columns
+from query_router.speed_eval import typed
 from speed.stream import parse_id
 
 ANALYST_ROLE = "cxd_analyst"
@@ -191,18 +192,29 @@ _encoded: dict[tuple, str] = {}  # last JSON of each dataset's speed rows (dashb
 
 
 def _in_range(plan: Plan, name: str):
-    """A test keeping speed rows inside the dataset's queried time range, or None.
+    """A test keeping only speed rows the query's filters can let through, or None.
 
-    Only for datasets whose raw rows a speed row cannot replace from outside the range
-    (no declared key, or a key that includes the time column).
+    Filters are the time range and ``column = value`` conjuncts read on every reference to
+    the dataset, and apply only to columns a speed row cannot use to replace a raw row
+    that passes them (no declared key, or a key that includes the column).
     """
     spec = plan.datasets[name]
-    lower, upper = plan.bounds.get(name, (None, None))
     unique = unique_columns(spec)
-    if (lower is None and upper is None) or (unique and spec.time_column not in unique):
+    lower, upper = plan.bounds.get(name, (None, None))
+    if unique and spec.time_column not in unique:
+        lower = upper = None
+    equal = {c: v for c, v in plan.equalities.get(name, {}).items() if not unique or c in unique}
+    if lower is None and upper is None and not equal:
         return None
+    types = {c: spec.column_type(c) for c in equal}
 
-    def keep(t) -> bool:
+    def keep(t, rec) -> bool:
+        for column, allowed in equal.items():
+            try:
+                if typed(types[column], rec.get(column)) not in allowed:
+                    return False
+            except (TypeError, ValueError):
+                return True  # let Postgres decide
         if t is None:
             return True
         if lower is not None and (t < lower.value or (t == lower.value and not lower.inclusive)):
@@ -221,7 +233,7 @@ def speed_rows_json(plan: Plan, name: str, watermark: str, scope: str = "") -> s
         return json.dumps(view.latest, default=str, separators=(",", ":"))
     start = bisect.bisect_right(view.ids, parse_id(watermark))
     keep = _in_range(plan, name)
-    bounds = plan.bounds.get(name) if keep else None
+    bounds = (plan.bounds.get(name), plan.equalities.get(name)) if keep else None
     last = view.entries[-1][0] if view.entries else None
     memo = (scope, name, watermark, last, len(view.entries) - start, repr(bounds))
     if memo in _encoded:
@@ -231,7 +243,7 @@ def speed_rows_json(plan: Plan, name: str, watermark: str, scope: str = "") -> s
         for i, ((_, rec), t) in enumerate(
             zip(view.entries[start:], view.times[start:], strict=True)
         )
-        if keep is None or keep(t)
+        if keep is None or keep(t, rec)
     ]
     text = json.dumps(rows, default=str, separators=(",", ":"))
     if len(_encoded) > 64:

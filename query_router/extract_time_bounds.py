@@ -59,7 +59,7 @@ def _sources(select: exp.Select) -> list[exp.Expression]:
     return sources + [j.this for j in select.args.get("joins") or []]
 
 
-def _is_time_column(node: exp.Expression, table: exp.Table, column: str, alone: bool) -> bool:
+def _is_column_of(node: exp.Expression, table: exp.Table, column: str, alone: bool) -> bool:
     if not isinstance(node, exp.Column) or node.name != column:
         return False
     qualifier = node.table
@@ -94,7 +94,7 @@ def occurrence_bounds(
     upper: Bound | None = None
     flipped = {exp.GT: exp.LT, exp.GTE: exp.LTE, exp.LT: exp.GT, exp.LTE: exp.GTE, exp.EQ: exp.EQ}
     for cond in _conjuncts(select.args["where"].this):
-        if isinstance(cond, exp.Between) and _is_time_column(cond.this, table, column, alone):
+        if isinstance(cond, exp.Between) and _is_column_of(cond.this, table, column, alone):
             low, high = _value(cond.args["low"], plan), _value(cond.args["high"], plan)
             if low is not None:
                 lower = _tighten(lower, Bound(low, True), lower=True)
@@ -105,9 +105,9 @@ def occurrence_bounds(
         if kind not in flipped:
             continue
         left, right = cond.this, cond.expression
-        if _is_time_column(right, table, column, alone):
+        if _is_column_of(right, table, column, alone):
             left, right, kind = right, left, flipped[kind]
-        if not _is_time_column(left, table, column, alone):
+        if not _is_column_of(left, table, column, alone):
             continue
         value = _value(right, plan)
         if value is None:
@@ -119,6 +119,51 @@ def occurrence_bounds(
     return lower, upper
 
 
+EXACT_TYPES = ("text", "integer", "bigint", "smallint")
+
+
+def occurrence_equalities(table: exp.Table, spec, plan: Plan) -> dict[str, Any]:
+    """``column = value`` conjuncts on exact-typed columns of one reference to a dataset."""
+    select = table.parent.parent if table.parent is not None else None
+    if not isinstance(select, exp.Select) or select.args.get("where") is None:
+        return {}
+    alone = len(_sources(select)) == 1
+    found: dict[str, Any] = {}
+    for cond in _conjuncts(select.args["where"].this):
+        if not isinstance(cond, exp.EQ):
+            continue
+        for col, other in ((cond.this, cond.expression), (cond.expression, cond.this)):
+            if not isinstance(col, exp.Column) or col.name not in spec.column_names:
+                continue
+            ctype = spec.column_type(col.name)
+            if ctype not in EXACT_TYPES or not _is_column_of(col, table, col.name, alone):
+                continue
+            value = _exact(other, ctype, plan)
+            if value is not None:
+                found[col.name] = value
+    return found
+
+
+def _exact(node: exp.Expression, ctype: str, plan: Plan) -> Any:
+    from query_router.speed_eval import typed
+
+    if isinstance(node, exp.Cast):
+        node = node.this
+    try:
+        if isinstance(node, exp.Literal):
+            return typed(ctype, node.this)
+        if isinstance(node, exp.Placeholder | exp.Parameter):
+            name = param_name(node, plan.params)
+            declared = next((p for p in plan.params if p["name"] == name), None)
+            if declared is None:
+                return None
+            raw = plan.values.get(name, declared.get("default"))
+            return None if raw is None else typed(ctype, coerce(name, declared["type"], raw))
+    except Exception:
+        return None
+    return None
+
+
 def _widen(a: Bound | None, b: Bound | None, lower: bool) -> Bound | None:
     if a is None or b is None:
         return None
@@ -128,9 +173,15 @@ def _widen(a: Bound | None, b: Bound | None, lower: bool) -> Bound | None:
 
 
 def extract_time_bounds(plan: Plan) -> Plan:
-    """Set ``plan.bounds[dataset]`` to the (lower, upper) time range the query reads."""
+    """Set ``plan.bounds[dataset]`` to the (lower, upper) time range the query reads, and
+    ``plan.equalities[dataset]`` to the values each ``column = value`` filter allows."""
     for table in dataset_tables(plan.expression, plan.datasets):
         spec = plan.datasets[table.name]
+        eq = {k: {v} for k, v in occurrence_equalities(table, spec, plan).items()}
+        if table.name in plan.equalities:  # a column filters only if every reference does
+            old = plan.equalities[table.name]
+            eq = {k: old[k] | v for k, v in eq.items() if k in old}
+        plan.equalities[table.name] = eq
         if not spec.time_column:
             plan.bounds[table.name] = (None, None)
             continue

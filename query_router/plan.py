@@ -45,6 +45,8 @@ class Plan:
     datasets: dict[str, SourceSpec] = field(default_factory=dict)
     # dataset -> (lower, upper) bounds on its time column (None: unbounded)
     bounds: dict[str, tuple[Bound | None, Bound | None]] = field(default_factory=dict)
+    # dataset -> {column: allowed values} from ``column = value`` filters on every reference
+    equalities: dict[str, dict[str, set]] = field(default_factory=dict)
     speed: dict[str, SpeedView] = field(default_factory=dict)
     layers: dict[str, str] = field(default_factory=dict)  # dataset -> batch | speed | merge
     positional: list[str] = field(default_factory=list)  # driver parameter order ($1, $2, ...)
