@@ -144,10 +144,12 @@ def with_connection(stores: Stores, work):
 
 
 def _prepare(cur: psycopg.Cursor, timeout_ms: int) -> None:
-    # one round trip; search_path = raw so bypass tests hit the real tables
+    # one round trip; search_path = raw so bypass tests hit the real tables; every row of
+    # the cursor is fetched, so plan for all of them, not for a fast first row
     cur.execute(
         f"SET LOCAL statement_timeout = {int(timeout_ms)}; SET LOCAL TimeZone = 'UTC';"
-        f" SET LOCAL search_path = raw; SET LOCAL ROLE {ANALYST_ROLE}"
+        f" SET LOCAL search_path = raw; SET LOCAL cursor_tuple_fraction = 1;"
+        f" SET LOCAL ROLE {ANALYST_ROLE}"
     )
 
 

@@ -45,12 +45,13 @@ def events_above_watermark(client: redis.Redis, scope: str, spec) -> tuple[list,
     seen = parse_id(seen_watermark(scope, spec.name) or "0-0")
     ids, entries, times = _entries.get(key, ([], [], []))
     start = bisect.bisect_right(ids, seen)
-    ids, entries, times = ids[start:], entries[start:], times[start:]
+    if start:
+        ids, entries, times = ids[start:], entries[start:], times[start:]
     if entries and not client.xrange(log_key(spec.name), min=entries[-1][0], max=entries[-1][0]):
         ids, entries, times = [], [], []  # the stream was recreated: start again from W
     after = entries[-1][0] if entries else (seen_watermark(scope, spec.name) or "0-0")
     new = read_after(client, spec.name, after)
-    if new:
+    if new:  # new lists, never appended to in place: other readers keep their snapshot
         column = spec.time_column
         ids = ids + [parse_id(eid) for eid, _ in new]
         entries = entries + new
