@@ -65,7 +65,21 @@ def check_saved_query(stores: Stores, body: Any) -> dict[str, Any]:
     params = check_declarations(body.get("params") or [])
     defaults = {p["name"]: p.get("default") for p in params}
     # run once with the defaults: types of parameters and outputs are checked by Postgres
-    result = run_query(stores, sql, params, defaults)
+    try:
+        result = run_query(stores, sql, params, defaults)
+    except QueryError as exc:
+        if (exc.details or {}).get("sqlstate") != "42P01":
+            raise
+        # a dataset declared but never loaded has no raw table yet: check what can be
+        plan = plan_query(stores, sql, params, defaults)
+        return {
+            "name": name,
+            "sql": sql,
+            "params": params,
+            "outputs": outputs,
+            "refresh": refresh,
+            "datasets": sorted(plan.datasets),
+        }
     got = {c["name"]: c["type"] for c in result["columns"]}
     for out in outputs:
         if out["name"] not in got:

@@ -187,6 +187,7 @@ class MergeMachine(RuleBasedStateMachine):
 def test_merged_answers_match_the_reference(stores):
     setup_datasets(stores)
     MergeMachine.stores = stores
+    MergeMachine.plans = {}
     run_state_machine_as_test(
         MergeMachine,
         settings=settings(
@@ -195,11 +196,12 @@ def test_merged_answers_match_the_reference(stores):
             deadline=None,
             suppress_health_check=list(HealthCheck),
             database=None,
+            derandomize=not SOAK,  # the same cases on every CI run; the soak explores
         ),
     )
     # every path was exercised: merged, batch-only and cached answers
     assert {"merge", "batch", "merge+cached"} <= set(MergeMachine.plans), MergeMachine.plans
-    assert sum(MergeMachine.plans.values()) >= 500
+    assert sum(MergeMachine.plans.values()) >= 300
 
 
 def test_queries_racing_watermark_commits_stay_exact(stores):
