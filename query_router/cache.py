@@ -12,11 +12,14 @@ case a change was announced while no cxd process was listening.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
 import pickle
 import threading
+import uuid
+from collections import OrderedDict
 from typing import Any
 
 import redis
@@ -91,18 +94,61 @@ def cache_key(name: str, sql: str, bound: dict[str, Any], state: dict[str, list[
     return PREFIX + name + ":" + hashlib.sha256(body.encode()).hexdigest()
 
 
+LOCAL_ENTRIES = 32  # results this process also keeps unpickled (big dashboards)
+_local: OrderedDict[str, tuple[bytes, dict[str, Any]]] = OrderedDict()
+_local_lock = threading.Lock()
+
+
+def _token_key(key: str) -> str:
+    return key + "#token"
+
+
 def get(client: redis.Redis, key: str) -> dict[str, Any] | None:
-    """A cached result, or None."""
-    raw = client.get(key)
-    return pickle.loads(raw) if raw is not None else None
+    """A cached result (rows shared with the cache: not to be mutated), or None.
+
+    The entry's token in Redis says whether this process's unpickled copy is still the
+    entry Redis holds (a flush or a rewrite changes it).
+    """
+    token = client.get(_token_key(key))
+    if token is None:
+        return None
+    with _local_lock:
+        local = _local.get(key)
+        if local is not None and local[0] == token:
+            _local.move_to_end(key)
+            hit = local[1]
+        else:
+            hit = None
+    if hit is None:
+        raw = client.get(key)
+        if raw is None:
+            return None
+        hit = pickle.loads(raw)
+        _remember(key, token, hit)
+    return {**hit, "freshness": copy.deepcopy(hit["freshness"])}
+
+
+def _remember(key: str, token: bytes, result: dict[str, Any]) -> None:
+    with _local_lock:
+        _local[key] = (token, {**result, "freshness": copy.deepcopy(result["freshness"])})
+        while len(_local) > LOCAL_ENTRIES:
+            _local.popitem(last=False)
 
 
 def put(client: redis.Redis, key: str, result: dict[str, Any], ttl: int = TTL) -> None:
     """Cache a result (values keep their Python types: datetimes, decimals)."""
-    client.set(key, pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL), ex=ttl)
+    token = uuid.uuid4().hex.encode()
+    pipe = client.pipeline(transaction=True)
+    pipe.set(key, pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL), ex=ttl)
+    pipe.set(_token_key(key), token, ex=ttl)
+    pipe.execute()
+    _remember(key, token, result)
 
 
 def forget(client: redis.Redis, name: str) -> None:
     """Drop every cached result of saved query ``name``."""
     for key in client.scan_iter(match=PREFIX + name + ":*", count=1000):
         client.delete(key)
+    with _local_lock:
+        for key in [k for k in _local if k.startswith(PREFIX + name + ":")]:
+            del _local[key]
