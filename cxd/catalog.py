@@ -43,8 +43,9 @@ _ENV_REF = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)\}")
 ENGINE_COLUMNS = ("_seq", "_ingested_at", "_run_id", "_stream_id", "_valid_from", "_valid_to")
 KNOWN_FIELDS = {
     "name", "type", "kind", "options", "columns", "key", "time_column", "schedule",
-    "checks", "secrets", "description", "plugin", "speed",
+    "checks", "secrets", "description", "plugin", "speed", "freshness",
 }  # fmt: skip
+FRESHNESS_POLICIES = ("flag", "refresh")
 
 
 def parse_duration(text: str | int | float) -> float:
@@ -83,6 +84,8 @@ class SourceSpec:
     description: str = ""
     plugin: str | None = None
     speed: dict[str, Any] = field(default_factory=dict)
+    # pull sources: {max_age, policy: flag|refresh, deadline} (seconds once parsed)
+    freshness: dict[str, Any] = field(default_factory=dict)
 
     @property
     def column_names(self) -> list[str]:
@@ -222,6 +225,7 @@ def parse_source(raw: Any, where: str = "source") -> SourceSpec:
     if not isinstance(speed, dict):
         bad("speed", "must be a mapping")
         speed = {}
+    freshness = _parse_freshness(raw.get("freshness"), bad)
     if problems:
         raise BadInput(
             f"{where} has {len(problems)} problem(s): " + "; ".join(problems),
@@ -241,7 +245,33 @@ def parse_source(raw: Any, where: str = "source") -> SourceSpec:
         description=str(raw.get("description", "")),
         plugin=raw.get("plugin"),
         speed=speed,
+        freshness=freshness,
     )
+
+
+def _parse_freshness(raw: Any, bad) -> dict[str, Any]:
+    """``freshness: {max_age: 10m, policy: flag|refresh, deadline: 10s}`` checked and kept."""
+    if raw is None or raw == {}:
+        return {}
+    if not isinstance(raw, dict):
+        bad("freshness", "must be a mapping like {max_age: 10m, policy: flag, deadline: 10s}")
+        return {}
+    for unknown in sorted(set(raw) - {"max_age", "policy", "deadline"}):
+        bad(f"freshness.{unknown}", "unknown (known: max_age, policy, deadline)")
+    out = {"policy": raw.get("policy", "flag")}
+    if out["policy"] not in FRESHNESS_POLICIES:
+        bad("freshness.policy", f"must be one of {', '.join(FRESHNESS_POLICIES)}")
+    for name, default in (("max_age", None), ("deadline", "10s")):
+        value = raw.get(name, default)
+        if value is None:
+            bad(f"freshness.{name}", "required")
+            continue
+        try:
+            parse_duration(value)
+        except ValueError as exc:
+            bad(f"freshness.{name}", str(exc))
+        out[name] = value
+    return out
 
 
 def load_config(path: Path) -> list[SourceSpec]:

@@ -271,8 +271,13 @@ def cmd_query(args) -> int:
         if not sep:
             raise CxdError(f"--param {item!r}: expected NAME=VALUE", status=400)
         values[name] = value
-    if args.explain:
-        _print_json(explain(stores, args.sql))
+    if getattr(args, "saved", False):
+        from query_router.saved import plan_saved, run_saved
+
+        runner = plan_saved if args.explain else run_saved
+        _print_json(runner(stores, args.sql, values))
+    elif args.explain:
+        _print_json(explain(stores, args.sql, None, values))
     else:
         _print_json(run_query(stores, args.sql, None, values))
     return 0
@@ -412,6 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("sql")
     q.add_argument("--param", action="append", metavar="NAME=VALUE")
     q.add_argument("--explain", action="store_true", help="show the router's plan instead")
+    q.add_argument("--saved", action="store_true", help="SQL is the name of a saved query")
     q.set_defaults(fn=cmd_query)
     pl = sub.add_parser("plugins", help="list the plugins cxd can load")
     pl.add_argument("--check", action="store_true", help="fail if any plugin is broken")

@@ -1,5 +1,5 @@
-"""Pass 4: parameters are always bound, never formatted in: ``:name`` and ``$1`` become
-typed, named placeholders; literal ``%`` is escaped for the driver."""
+"""Pass 5: parameters are always bound, never formatted in: ``:name`` and ``$1`` become
+typed driver parameters ``CAST($n AS type)``; values are checked against declared types."""
 
 from __future__ import annotations
 
@@ -19,32 +19,39 @@ PARAM_TYPES = {
 }  # fmt: skip
 
 
-def _name(node: exp.Expression, params: list[dict[str, Any]]) -> str:
+def param_name(node: exp.Expression, params: list[dict[str, Any]]) -> str:
+    """The parameter a placeholder names: ``:name`` by name, ``$n`` by declaration order."""
     if isinstance(node, exp.Parameter):
         index = int(node.this.name if isinstance(node.this, exp.Expression) else node.this)
-        if not 1 <= index <= len(params):
-            raise ParameterError(f"${index} has no declared parameter (declared: {len(params)})")
-        return params[index - 1]["name"]
+        if params and not 1 <= index <= len(params):
+            raise ParameterError(
+                f"${index} has no declared parameter (declared: {len(params)})",
+                details={"parameter": f"${index}"},
+            )
+        return params[index - 1]["name"] if params else str(index)
     this = node.this
     return this.name if isinstance(this, exp.Expression) else str(this)
 
 
 def bind_params(plan: Plan) -> Plan:
-    """Replace placeholders by casts of named driver placeholders of the declared type."""
+    """Check the caller's values and turn every placeholder into ``CAST($n AS type)``."""
     declared = {p["name"]: p for p in plan.params}
+    plan.bound = bind_values(plan.params, plan.values, used_params(plan))
+    positions: dict[str, int] = {}
 
     def transform(node: exp.Expression) -> exp.Expression:
         if isinstance(node, exp.Placeholder | exp.Parameter):
-            name = _name(node, plan.params)
-            placeholder = exp.Placeholder(this=name)
+            name = param_name(node, plan.params)
+            if name not in positions:
+                plan.positional.append(name)
+                positions[name] = len(plan.positional)
+            ref = exp.Parameter(this=exp.Literal.number(positions[name]))
             ptype = declared.get(name, {}).get("type")
             if ptype:
                 return exp.Cast(
-                    this=placeholder, to=exp.DataType.build(PARAM_TYPES[ptype], dialect="postgres")
+                    this=ref, to=exp.DataType.build(PARAM_TYPES[ptype], dialect="postgres")
                 )
-            return placeholder
-        if isinstance(node, exp.Literal) and node.is_string and "%" in node.this:
-            return exp.Literal.string(node.this.replace("%", "%%"))
+            return ref
         return node
 
     plan.expression = plan.expression.transform(transform)
@@ -53,11 +60,9 @@ def bind_params(plan: Plan) -> Plan:
 
 def used_params(plan: Plan) -> set[str]:
     """Names of the parameters the query refers to."""
-    names = {
-        n.this.name if isinstance(n.this, exp.Expression) else str(n.this)
-        for n in plan.expression.find_all(exp.Placeholder)
+    return {
+        param_name(n, plan.params) for n in plan.expression.find_all(exp.Placeholder, exp.Parameter)
     }
-    return {n for n in names if not n.startswith("__")}  # "__" names are the engine's own
 
 
 def coerce(name: str, ptype: str, value: Any) -> Any:
@@ -136,6 +141,10 @@ def bind_values(
 ) -> dict[str, Any]:
     """The driver's parameter dict: each used parameter coerced to its declared type."""
     declared = {p["name"]: p for p in params}
+    values = {  # "$1" may also be given as "1"
+        (params[int(k) - 1]["name"] if k.isdigit() and 0 < int(k) <= len(params) else k): v
+        for k, v in (values or {}).items()
+    }
     unknown = sorted(set(values) - set(declared)) if declared else []
     if unknown:
         raise ParameterError(

@@ -1,88 +1,289 @@
-"""Execution in the order that makes merged answers exact (invariant 1): read Redis first,
-then take one Postgres snapshot, read the watermark W in it, keep speed rows above W."""
+"""Execution in the order that makes merged answers exact (invariant 1): Redis was read
+while planning; now take one Postgres snapshot, read the watermark W in it, keep only
+the speed rows above W, and run the query as the SELECT-only analyst role.
+
+Analysts' SQL runs through a psycopg 3 server-side cursor: the statement is sent with
+the extended protocol as ``DECLARE ... CURSOR FOR <query>``, so Postgres itself refuses
+anything but one SELECT (a second statement, DO, COPY, SET, CALL are syntax errors),
+inside a READ ONLY transaction, after ``SET LOCAL ROLE cxd_analyst``, with a statement
+timeout and a row cap.
+"""
 
 from __future__ import annotations
 
+import atexit
+import bisect
+import contextlib
 import json
+import os
+import queue
+import threading
+from collections.abc import Iterator
 from typing import Any
 
-from psycopg2.extensions import TRANSACTION_STATUS_IDLE
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg.types.string import TextLoader
 
+from cxd.errors import TransientError
 from cxd.stores import Stores
+from query_router.exceptions import QueryError
 from query_router.plan import Plan
-from query_router.rewrite_merge import speed_param
-from speed.stream import high_water, parse_id, read_after
+from query_router.read_speed import note_watermark
+from query_router.rewrite_merge import ORDER, SPEED_PREFIX, unique_columns
+from query_router.speed_eval import typed
+from speed.stream import parse_id
 
+ANALYST_ROLE = "cxd_analyst"
 STATEMENT_TIMEOUT_MS = 30_000
 ROW_CAP = 100_000
 
-# Postgres type OIDs -> names for result column types
+STATS = {"postgres_queries": 0}  # analyst statements sent to Postgres by this process
+
 _OID_TYPES = {
     16: "boolean", 20: "bigint", 21: "smallint", 23: "integer", 25: "text", 700: "real",
     701: "double precision", 1700: "numeric", 1082: "date", 1114: "timestamp",
     1184: "timestamptz", 1043: "text", 3802: "jsonb", 114: "json", 2950: "uuid", 19: "text",
+    1186: "interval", 1083: "time",
 }  # fmt: skip
 
 
-def execute(
-    stores: Stores, plan: Plan, values: dict[str, Any], *, row_cap: int = ROW_CAP
-) -> dict[str, Any]:
-    """Run a planned query; return columns, rows and freshness."""
-    live = [name for name, layer in plan.layers.items() if layer != "batch"]
-    speed_rows: dict[str, list[tuple[str, dict]]] = {}
-    high: dict[str, str] = {}
-    for name in live:  # Redis first ...
-        high[name] = high_water(stores.redis, name)
-        speed_rows[name] = read_after(stores.redis, name, "0-0")
-    sql = plan.expression.sql(dialect="postgres")
-    with stores.db.connection() as conn:
-        assert conn.get_transaction_status() == TRANSACTION_STATUS_IDLE
-        with conn.cursor() as cur:
-            # ... then one snapshot that includes W
-            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            cur.execute("SET LOCAL statement_timeout = %s", (STATEMENT_TIMEOUT_MS,))
-            cur.execute(
-                "SELECT dataset, stream_id, refreshed_at FROM cxd.watermarks WHERE dataset = ANY(%s)",
-                (list(plan.datasets),),
-            )
-            marks = {r[0]: {"stream_id": r[1], "refreshed_at": r[2]} for r in cur.fetchall()}
-            params = dict(values)
-            for name in live:
-                w = parse_id(marks.get(name, {}).get("stream_id", "0-0"))
-                rows = [rec for eid, rec in speed_rows[name] if parse_id(eid) > w]
-                params[speed_param(name)] = json.dumps(rows, default=str)
-            cur.execute(sql, params)
-            columns = [
-                {"name": d.name, "type": _OID_TYPES.get(d.type_code, "text")}
-                for d in cur.description
-            ]
-            data = cur.fetchmany(row_cap + 1)
-        conn.rollback()
+class _Pool:
+    """A small pool of psycopg 3 connections for one database URL (per process)."""
+
+    def __init__(self, url: str, size: int = 8):
+        self.url = url
+        self._idle: queue.LifoQueue = queue.LifoQueue()
+        self._slots = threading.Semaphore(size)
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[psycopg.Connection]:
+        self._slots.acquire()
+        try:
+            try:
+                conn = self._idle.get_nowait()
+            except queue.Empty:
+                conn = psycopg.connect(self.url, application_name="cxd-router", autocommit=False)
+                conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+                conn.read_only = True
+                for name in ("interval", "time", "timetz"):  # as Postgres prints them (JSON-ready)
+                    conn.adapters.register_loader(name, TextLoader)
+            try:
+                yield conn
+            finally:
+                if conn.closed or conn.broken:
+                    conn.close()
+                else:
+                    conn.rollback()
+                    self._idle.put(conn)
+        finally:
+            self._slots.release()
+
+    def close(self) -> None:
+        """Close every idle connection."""
+        while True:
+            try:
+                self._idle.get_nowait().close()
+            except queue.Empty:
+                return
+
+
+_pools: dict[tuple[int, str], _Pool] = {}
+_pools_lock = threading.Lock()
+
+
+@atexit.register
+def close_pools() -> None:
+    """Close this process's idle analyst connections."""
+    with _pools_lock:
+        for key, p in list(_pools.items()):
+            if key[0] == os.getpid():
+                p.close()
+
+
+def pool(url: str) -> _Pool:
+    """This process's analyst connection pool for ``url`` (never shared across a fork)."""
+    key = (os.getpid(), url)
+    with _pools_lock:
+        if key not in _pools:
+            _pools[key] = _Pool(url)
+        return _pools[key]
+
+
+def _fail(exc: psycopg.Error) -> Exception:
+    """The CxdError an error from Postgres becomes."""
+    first = (str(exc).strip().splitlines() or ["error"])[0]
+    if isinstance(exc, pg_errors.QueryCanceled):
+        return QueryError(
+            f"the query ran longer than the statement timeout: {first}",
+            details={"sqlstate": exc.sqlstate},
+        )
+    if isinstance(exc, psycopg.OperationalError) and not exc.sqlstate:
+        return TransientError(f"Postgres is not reachable: {first}")
+    return QueryError(f"Postgres refused the query: {first}", details={"sqlstate": exc.sqlstate})
+
+
+def _dropped(exc: psycopg.Error) -> bool:
+    """True when the pooled connection itself died (server restart, terminated backend)."""
+    return isinstance(exc, psycopg.OperationalError) and (
+        exc.sqlstate is None or exc.sqlstate.startswith(("57P", "08"))
+    )
+
+
+def with_connection(stores: Stores, work):
+    """``work(conn)`` on a pooled connection, retried once on a fresh one if it was dropped."""
+    for attempt in (0, 1):
+        try:
+            with pool(stores.settings.database_url).connection() as conn:
+                return work(conn)
+        except psycopg.Error as exc:
+            if attempt == 0 and _dropped(exc):
+                continue  # read-only work: safe to run again
+            raise _fail(exc) from None
+    raise AssertionError("unreachable")
+
+
+def _prepare(cur: psycopg.Cursor, timeout_ms: int) -> None:
+    # one round trip; search_path = raw so bypass tests hit the real tables; every row of
+    # the cursor is fetched, so plan for all of them, not for a fast first row
+    cur.execute(
+        f"SET LOCAL statement_timeout = {int(timeout_ms)}; SET LOCAL TimeZone = 'UTC';"
+        f" SET LOCAL search_path = raw; SET LOCAL cursor_tuple_fraction = 1;"
+        f" SET LOCAL ROLE {ANALYST_ROLE}"
+    )
+
+
+def _run(conn: psycopg.Connection, sql: str, args: list, row_cap: int) -> dict[str, Any]:
+    cur = psycopg.RawServerCursor(conn, "cxd_query")
+    try:
+        STATS["postgres_queries"] += 1
+        cur.execute(sql, args)
+        columns = [
+            {"name": d.name, "type": _OID_TYPES.get(d.type_code, "text")} for d in cur.description
+        ]
+        data = cur.fetchmany(row_cap + 1)
+    finally:
+        cur.close()
     names = [c["name"] for c in columns]
     return {
         "columns": columns,
         "rows": [dict(zip(names, row, strict=True)) for row in data[:row_cap]],
         "truncated": len(data) > row_cap,
-        "freshness": freshness(plan, marks, high),
     }
 
 
-def freshness(plan: Plan, marks: dict[str, dict], high: dict[str, str]) -> dict[str, Any]:
-    """How fresh an answer is: batch watermark, speed high-water mark, plan (invariant 6)."""
-    datasets = {
-        name: {
-            "layer": plan.layers.get(name, "batch"),
-            "batch_watermark": marks.get(name, {}).get("stream_id", "0-0"),
-            "refreshed_at": marks.get(name, {}).get("refreshed_at"),
-            "speed_high_water": high.get(name),
-        }
-        for name in plan.datasets
-    }
-    first = next(iter(datasets.values()), {})
-    return {
-        "plan": plan.layer,
-        "batch_watermark": first.get("batch_watermark"),
-        "speed_high_water": max(high.values(), key=parse_id) if high else None,
-        "stale": False,
-        "datasets": datasets,
-    }
+def run_as_analyst(
+    stores: Stores,
+    sql: str,
+    args: list | None = None,
+    *,
+    row_cap: int = ROW_CAP,
+    timeout_ms: int = STATEMENT_TIMEOUT_MS,
+) -> dict[str, Any]:
+    """Run ``sql`` as the analyst role, with no validation: Postgres is the last line."""
+
+    def work(conn: psycopg.Connection) -> dict[str, Any]:
+        with conn.cursor() as cur:
+            _prepare(cur, timeout_ms)
+        return _run(conn, sql, list(args or []), row_cap)
+
+    return with_connection(stores, work)
+
+
+_encoded: dict[tuple, str] = {}  # last JSON of each dataset's speed rows (dashboards repeat)
+
+
+def _in_range(plan: Plan, name: str):
+    """A test keeping only speed rows the query's filters can let through, or None.
+
+    Filters are the time range and ``column = value`` conjuncts read on every reference to
+    the dataset, and apply only to columns a speed row cannot use to replace a raw row
+    that passes them (no declared key, or a key that includes the column).
+    """
+    spec = plan.datasets[name]
+    unique = unique_columns(spec)
+    lower, upper = plan.bounds.get(name, (None, None))
+    if unique and spec.time_column not in unique:
+        lower = upper = None
+    equal = {c: v for c, v in plan.equalities.get(name, {}).items() if not unique or c in unique}
+    if lower is None and upper is None and not equal:
+        return None
+    types = {c: spec.column_type(c) for c in equal}
+
+    def keep(t, rec) -> bool:
+        for column, allowed in equal.items():
+            try:
+                if typed(types[column], rec.get(column)) not in allowed:
+                    return False
+            except (TypeError, ValueError):
+                return True  # let Postgres decide
+        if t is None:
+            return True
+        if lower is not None and (t < lower.value or (t == lower.value and not lower.inclusive)):
+            return False
+        return not (
+            upper is not None and (t > upper.value or (t == upper.value and not upper.inclusive))
+        )
+
+    return keep
+
+
+def speed_rows_json(plan: Plan, name: str, watermark: str, scope: str = "") -> str:
+    """The dataset's speed rows above W (in the queried range), in stream order, as JSON."""
+    view = plan.speed[name]
+    if plan.layers[name] == "speed" and view.latest is not None:
+        return json.dumps(view.latest, default=str, separators=(",", ":"))
+    start = bisect.bisect_right(view.ids, parse_id(watermark))
+    keep = _in_range(plan, name)
+    bounds = (plan.bounds.get(name), plan.equalities.get(name)) if keep else None
+    last = view.entries[-1][0] if view.entries else None
+    memo = (scope, name, watermark, last, len(view.entries) - start, repr(bounds))
+    if memo in _encoded:
+        return _encoded[memo]
+    rows = [
+        {**rec, ORDER: i}
+        for i, ((_, rec), t) in enumerate(
+            zip(view.entries[start:], view.times[start:], strict=True)
+        )
+        if keep is None or keep(t, rec)
+    ]
+    text = json.dumps(rows, default=str, separators=(",", ":"))
+    if len(_encoded) > 64:
+        _encoded.clear()
+    _encoded[memo] = text
+    return text
+
+
+def execute(
+    stores: Stores,
+    plan: Plan,
+    *,
+    row_cap: int = ROW_CAP,
+    timeout_ms: int = STATEMENT_TIMEOUT_MS,
+) -> dict[str, Any]:
+    """Run a planned query in one snapshot; return columns, rows and the watermarks read."""
+
+    def work(conn: psycopg.Connection) -> dict[str, Any]:
+        with conn.cursor() as cur:
+            # the first statement takes the snapshot: W is read in it (invariant 1)
+            cur.execute(
+                "SELECT dataset, stream_id, refreshed_at FROM cxd.watermarks"
+                " WHERE dataset = ANY(%s)",
+                (list(plan.datasets),),
+            )
+            marks = {r[0]: {"stream_id": r[1], "refreshed_at": r[2]} for r in cur.fetchall()}
+            args = []
+            for name in plan.positional:
+                if name.startswith(SPEED_PREFIX):
+                    dataset = name.removeprefix(SPEED_PREFIX)
+                    w = marks.get(dataset, {}).get("stream_id", "0-0")
+                    note_watermark(stores.settings.database_url, dataset, w)
+                    args.append(speed_rows_json(plan, dataset, w, stores.settings.database_url))
+                else:
+                    args.append(plan.bound.get(name))
+            _prepare(cur, timeout_ms)
+        result = _run(conn, plan.expression.sql(dialect="postgres"), args, row_cap)
+        result["watermarks"] = marks
+        return result
+
+    return with_connection(stores, work)

@@ -1,42 +1,117 @@
-"""Pass 5: each dataset reference becomes a subquery over its raw table, and for merged
-datasets also over the speed rows above the watermark (bound as one JSON parameter)."""
+"""Pass 6: each dataset reference becomes a subquery over the layer(s) the plan chose.
+
+- batch: the raw table;
+- merge: raw rows plus the speed rows above W, bound as one JSON parameter. Where raw
+  keeps one row per key (a declared key), a speed row replaces the raw row of its key
+  and the last speed row of a key wins, exactly as the loader will merge them later;
+- speed: the speed rows (the latest value per entity for instantaneous datasets).
+
+An instantaneous dataset reads as its current value per entity.
+"""
 
 from __future__ import annotations
+
+import functools
 
 import sqlglot
 from sqlglot import exp
 
 from cxd.catalog import SourceSpec
 from query_router.plan import Plan
+from query_router.resolve_datasets import dataset_tables
+
+ORDER = "__cxd_ord"  # position of a speed row in the stream (later wins)
+SPEED_PREFIX = "__cxd_speed_"
 
 
 def speed_param(dataset: str) -> str:
     """Name of the bound parameter carrying a dataset's speed rows."""
-    return f"__speed_{dataset}"
+    return f"{SPEED_PREFIX}{dataset}"
 
 
-def _source_sql(spec: SourceSpec, layer: str) -> str:
-    cols = ", ".join(f'"{c}"' for c in spec.column_names)
-    batch = f'SELECT {cols} FROM raw."{spec.name}"'
+def unique_columns(spec: SourceSpec) -> list[str]:
+    """Columns raw keeps one row per (as the batch loader merges them)."""
+    cols = list(spec.key)
+    if spec.kind == "instantaneous" and spec.time_column and spec.time_column not in cols:
+        cols.append(spec.time_column)
+    return cols
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def relation_sql(spec: SourceSpec, layer: str, position: int | None, extra=()) -> str:
+    """SQL of the relation a dataset name stands for under ``layer``."""
+    cols = ", ".join(_q(c) for c in spec.column_names)
+    raw_cols = ", ".join([cols, *(_q(c) for c in extra)])
+    nulls = ", ".join([cols, *(f"CAST(NULL AS timestamptz) AS {_q(c)}" for c in extra)])
+    raw = f'raw."{spec.name}"'
+    typed = ", ".join([*(f"{_q(c.name)} {c.type}" for c in spec.columns), f"{ORDER} bigint"])
+    speed = f"jsonb_to_recordset(CAST(${position} AS jsonb)) AS _s({typed})"
+    instant = spec.kind == "instantaneous"
     if layer == "batch":
-        return batch
-    typed = ", ".join(f'"{c.name}" {c.type}' for c in spec.columns)
-    speed = f"SELECT {cols} FROM jsonb_to_recordset(CAST(:{speed_param(spec.name)} AS jsonb)) AS _s({typed})"
-    return speed if layer == "speed" else f"{batch} UNION ALL {speed}"
+        body = f"SELECT {raw_cols}, _seq AS {ORDER} FROM {raw}" if instant else None
+        if not instant:
+            return f"SELECT {raw_cols} FROM {raw}"
+    elif layer == "speed":
+        return f"SELECT {nulls} FROM {speed}"
+    else:
+        unique = unique_columns(spec)
+        if unique:
+            match = " AND ".join(f"_s.{_q(c)} = _r.{_q(c)}" for c in unique)
+            keys = ", ".join(_q(c) for c in unique)
+            raw_part = (
+                f"SELECT {raw_cols}, 0 AS {ORDER} FROM {raw} AS _r"
+                f" WHERE NOT EXISTS (SELECT 1 FROM {speed} WHERE {match})"
+            )
+            speed_part = (
+                f"(SELECT DISTINCT ON ({keys}) {nulls}, 1 + {ORDER} AS {ORDER} FROM {speed}"
+                f" ORDER BY {keys}, {ORDER} DESC)"
+            )
+        else:
+            raw_part = f"SELECT {raw_cols}, 0 AS {ORDER} FROM {raw}"
+            speed_part = f"SELECT {nulls}, 1 + {ORDER} AS {ORDER} FROM {speed}"
+        body = f"{raw_part} UNION ALL {speed_part}"
+        if not instant:
+            return f"SELECT {raw_cols} FROM ({body}) AS _m"
+    keys = ", ".join(_q(c) for c in spec.key)
+    newest = f"{_q(spec.time_column)} DESC NULLS LAST, " if spec.time_column else ""
+    all_cols = ", ".join([*(_q(c) for c in spec.column_names), *(_q(c) for c in extra)])
+    return (
+        f"SELECT DISTINCT ON ({keys}) {all_cols} FROM ({body}) AS _m"
+        f" ORDER BY {keys}, {newest}{ORDER} DESC"
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed(sql: str) -> exp.Expression:
+    return sqlglot.parse_one(sql, read="postgres")
 
 
 def rewrite_merge(plan: Plan) -> Plan:
-    """Replace every dataset table by ``(raw [UNION ALL speed rows]) AS <alias>``."""
-    ctes = {cte.alias_or_name for cte in plan.expression.find_all(exp.CTE)}
-
-    def transform(node: exp.Expression) -> exp.Expression:
-        if isinstance(node, exp.Table) and node.name in plan.datasets and node.name not in ctes:
-            spec = plan.datasets[node.name]
-            inner = sqlglot.parse_one(_source_sql(spec, plan.layers[node.name]), read="postgres")
-            return exp.Subquery(
-                this=inner, alias=exp.TableAlias(this=exp.to_identifier(node.alias_or_name))
+    """Replace every dataset table by ``(<relation>) AS <alias>``."""
+    plan.logical = plan.expression.copy()
+    positions: dict[str, int] = {}
+    for name, layer in plan.layers.items():
+        if layer != "batch":
+            plan.positional.append(speed_param(name))
+            positions[name] = len(plan.positional)
+    relations = {
+        name: _parsed(
+            relation_sql(
+                spec,
+                plan.layers[name],
+                positions.get(name),
+                tuple(plan.extra_columns.get(name, ())),
             )
-        return node
-
-    plan.expression = plan.expression.transform(transform)
+        )
+        for name, spec in plan.datasets.items()
+    }
+    for table in dataset_tables(plan.expression, plan.datasets):
+        alias = exp.TableAlias(this=exp.to_identifier(table.alias_or_name))
+        columns = table.args.get("alias") and table.args["alias"].args.get("columns")
+        if columns:
+            alias.set("columns", columns)
+        table.replace(exp.Subquery(this=relations[table.name].copy(), alias=alias))
     return plan

@@ -1,4 +1,10 @@
-"""Saved queries: analysts' parameterised SQL with typed inputs and outputs."""
+"""Saved queries: analysts' parameterised SQL with typed inputs and outputs.
+
+A saved query is checked when saved (planned, then run once with its defaults, and its
+result columns compared with the declared outputs) and its parameters on every call.
+Definitions live in ``cxd.saved_queries`` and are mirrored in Redis so that
+:func:`run_saved` answers a cache hit without any Postgres query.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +15,26 @@ from typing import Any
 from cxd.catalog import parse_duration
 from cxd.errors import NotFound
 from cxd.stores import Stores
-from query_router.bind_params import check_declarations
+from query_router import cache
+from query_router.bind_params import bind_values, check_declarations
 from query_router.exceptions import QueryError
-from query_router.router import plan_query
+from query_router.router import explain, plan_query, run_query
 
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+MIRROR = "cxd:queries"  # Redis hash: name -> definition (JSON)
+_FAMILIES = [
+    {"integer", "bigint", "smallint"},
+    {"double precision", "real", "float", "numeric"},
+    {"text", "varchar", "character varying"},
+    {"timestamptz", "timestamp with time zone"},
+    {"timestamp", "timestamp without time zone"},
+    {"jsonb", "json"},
+]
+
+
+def _same_family(a: str, b: str) -> bool:
+    a, b = a.lower(), b.lower()
+    return a == b or any(a in f and b in f for f in _FAMILIES)
 
 
 def check_saved_query(stores: Stores, body: Any) -> dict[str, Any]:
@@ -42,8 +63,46 @@ def check_saved_query(stores: Stores, body: Any) -> dict[str, Any]:
     if problems:
         raise QueryError("; ".join(problems), details={"problems": problems})
     params = check_declarations(body.get("params") or [])
-    plan_query(stores, sql, params)  # raises QueryError naming line and column
-    return {"name": name, "sql": sql, "params": params, "outputs": outputs, "refresh": refresh}
+    defaults = {p["name"]: p.get("default") for p in params}
+    # run once with the defaults: types of parameters and outputs are checked by Postgres
+    try:
+        result = run_query(stores, sql, params, defaults)
+    except QueryError as exc:
+        if (exc.details or {}).get("sqlstate") != "42P01":
+            raise
+        # a dataset declared but never loaded has no raw table yet: check what can be
+        plan = plan_query(stores, sql, params, defaults)
+        return {
+            "name": name,
+            "sql": sql,
+            "params": params,
+            "outputs": outputs,
+            "refresh": refresh,
+            "datasets": sorted(plan.datasets),
+        }
+    got = {c["name"]: c["type"] for c in result["columns"]}
+    for out in outputs:
+        if out["name"] not in got:
+            problems.append(f"outputs: the query returns no column {out['name']!r}")
+        elif out.get("type") and not _same_family(str(out["type"]), got[out["name"]]):
+            problems.append(
+                f"outputs: {out['name']!r} is {got[out['name']]}, declared {out['type']}"
+            )
+    if problems:
+        raise QueryError("; ".join(problems), details={"problems": problems})
+    datasets = sorted(result["freshness"]["datasets"])
+    return {
+        "name": name,
+        "sql": sql,
+        "params": params,
+        "outputs": outputs,
+        "refresh": refresh,
+        "datasets": datasets,
+    }
+
+
+def _mirror(stores: Stores, q: dict[str, Any]) -> None:
+    stores.redis.hset(MIRROR, q["name"], json.dumps(q, default=str))
 
 
 def save_query(stores: Stores, body: Any) -> dict[str, Any]:
@@ -55,7 +114,9 @@ def save_query(stores: Stores, body: Any) -> dict[str, Any]:
         " outputs = EXCLUDED.outputs, refresh = EXCLUDED.refresh, updated_at = now()",
         (q["name"], q["sql"], json.dumps(q["params"]), json.dumps(q["outputs"]), q["refresh"]),
     )
-    return q
+    cache.forget(stores.redis, q["name"])
+    _mirror(stores, q)
+    return {k: v for k, v in q.items() if k != "datasets"}
 
 
 def get_query(stores: Stores, name: str) -> dict[str, Any]:
@@ -73,3 +134,55 @@ def list_queries(stores: Stores) -> list[dict[str, Any]]:
     return stores.db.fetchall(
         "SELECT name, sql, params, outputs, refresh FROM cxd.saved_queries ORDER BY name"
     )
+
+
+def delete_query(stores: Stores, name: str) -> None:
+    """Forget a saved query and its cached results."""
+    with stores.db.cursor() as cur:
+        cur.execute("DELETE FROM cxd.saved_queries WHERE name = %s", (name,))
+        if cur.rowcount == 0:
+            raise NotFound(f"no saved query named {name!r}")
+    stores.redis.hdel(MIRROR, name)
+    cache.forget(stores.redis, name)
+
+
+def definition(stores: Stores, name: str) -> dict[str, Any]:
+    """A saved query with the datasets it reads, from Redis (Postgres on a cold mirror)."""
+    raw = stores.redis.hget(MIRROR, name)
+    if raw is not None:
+        return json.loads(raw)
+    q = get_query(stores, name)
+    plan = plan_query(
+        stores, q["sql"], q["params"], {p["name"]: p.get("default") for p in q["params"]}
+    )
+    q = {**q, "datasets": sorted(plan.datasets)}
+    _mirror(stores, q)
+    return q
+
+
+def _values(q: dict[str, Any], values: dict[str, Any] | None) -> dict[str, Any]:
+    """The call's values coerced to the declared types (400 naming a wrong one)."""
+    given = {k: v for k, v in (values or {}).items() if v is not None}
+    return bind_values(q["params"], given, {p["name"] for p in q["params"]})
+
+
+def run_saved(stores: Stores, name: str, values: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Answer saved query ``name`` with ``values``: from the cache if no data changed since."""
+    q = definition(stores, name)
+    bound = _values(q, values)
+    state = cache.data_state(stores.redis, q["datasets"])
+    key = cache.cache_key(name, q["sql"], bound, state)
+    hit = cache.get(stores.redis, key)
+    if hit is not None:
+        hit["freshness"]["cached"] = True
+        return hit
+    result = run_query(stores, q["sql"], q["params"], bound)
+    result["freshness"]["cached"] = False
+    cache.put(stores.redis, key, result)
+    return result
+
+
+def plan_saved(stores: Stores, name: str, values: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The router's decision for saved query ``name`` with ``values``."""
+    q = definition(stores, name)
+    return explain(stores, q["sql"], q["params"], _values(q, values))
