@@ -88,6 +88,18 @@ def enqueue_run(
     return run_id
 
 
+def enqueue_backfill(stores: Stores, dataset: str, start: str, end: str) -> int:
+    """Queue a backfill of ``[start, end)`` (ISO 8601 times); the cursor does not move."""
+    params = {"from": start, "to": end}
+    _time_range(params)  # a readable error before anything is recorded
+    return enqueue_run(stores, dataset, "backfill", params=params)
+
+
+def enqueue_reprocess(stores: Stores, dataset: str, run: int | None = None) -> int:
+    """Queue a re-ingest of ``dataset`` from its archive (of one ``run``, or all)."""
+    return enqueue_run(stores, dataset, "reprocess", params={"run": run} if run else None)
+
+
 def _enqueue(stores: Stores, run_id: int, recovery: str = "") -> None:
     waits = backoff()
     jid = job_id(run_id, recovery)
@@ -318,6 +330,7 @@ def _execute(stores: Stores, run: dict[str, Any], steps: _Steps, on_progress) ->
     new_cursor = _KEEP
     if mode in ("incremental", "full"):
         new_cursor = plugin.next_cursor(cursor, payloads)
+
     def set_aside(payload: Payload, reason: str) -> None:
         runs.log_run(db, run_id, "payload quarantined", payload=payload.name, reason=reason)
 

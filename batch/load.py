@@ -25,7 +25,7 @@ from psycopg2 import sql
 from psycopg2.extras import execute_values
 
 from batch import quality
-from batch.exceptions import QualityError
+from batch.exceptions import LoadError, QualityError
 from batch.partitions import ensure_months, ensure_partitions
 from batch.tables import ensure_tables, raw_table, staging_table, unique_columns
 from cxd.catalog import SourceSpec
@@ -106,8 +106,9 @@ def _differs(cols: Sequence[str], left: str, right: str) -> sql.Composable:
 class _Loader:
     """One load in one transaction (cursor ``cur``)."""
 
-    def __init__(self, cur, spec: SourceSpec, run_id: int | None, mode: str):
+    def __init__(self, cur, spec: SourceSpec, run_id: int | None, mode: str, strict: bool = False):
         self.cur, self.spec, self.run_id, self.mode = cur, spec, run_id, mode
+        self.strict = strict  # refuse the whole load instead of quarantining a row
         self.result = LoadResult()
         self.checker = quality.ChunkChecker(spec)
         self.unique = spec.key if spec.kind == "point_in_time" else unique_columns(spec)
@@ -171,6 +172,8 @@ class _Loader:
                 self._copy(chunk, typed, keep, rejects, first, retry_lines=not trust, to_raw=to_raw)
                 break
             except psycopg2.errors.DataError:
+                if self.strict:
+                    raise
                 self.checker._seen = dict(seen)
                 trust = False
             except psycopg2.errors.UniqueViolation:
@@ -266,6 +269,10 @@ class _Loader:
     def _quarantine(self, chunk: Chunk, piece: pd.DataFrame, first: int, rejects) -> None:
         if not rejects.found:
             return
+        if self.strict:
+            pos, (check, reason) = min(rejects.found.items())
+            where = chunk.stream_ids[first + pos] if chunk.stream_ids else f"row {first + pos}"
+            raise LoadError(f"{self.spec.name}: {where} fails {check}: {reason}")
         rows = []
         for pos, (check, reason) in sorted(rejects.found.items()):
             line = quality.line_of(chunk.media_type, first + pos)
@@ -498,6 +505,7 @@ def load(
     time_range: tuple[datetime, datetime] | None = None,
     previous_rows: int | None = None,
     on_progress: Callable[[LoadResult], None] | None = None,
+    strict: bool = False,
 ) -> LoadResult:
     """Stage ``chunks``, check them and merge them into raw in one transaction.
 
@@ -525,7 +533,7 @@ def load(
             )
             cur.execute("SET LOCAL timezone = 'UTC'")
             ensure_tables(cur, spec)
-            loader = _Loader(cur, spec, run_id, mode)
+            loader = _Loader(cur, spec, run_id, mode, strict=strict)
             cur.execute(sql.SQL("TRUNCATE {}").format(loader.staging))
             for chunk in chunks:
                 loader.stage(chunk)
@@ -599,12 +607,14 @@ def load_rows(
     stream_ids: Sequence[str] | None = None,
     stream_watermark: str | None = None,
     mode: str = "incremental",
+    strict: bool = False,
 ) -> int:
     """Merge ``rows`` into the dataset's raw table; return how many rows changed.
 
     In the same transaction, the source ``cursor`` (if given) and the speed-layer
     watermark ``stream_watermark`` (if given) are written. Rows that cannot be typed or
-    fail a row check are quarantined; the rest load.
+    fail a row check are quarantined and the rest load; with ``strict`` the whole load
+    is refused instead (the speed loader finds and dead-letters such an event itself).
     """
     chunk = Chunk(rows, stream_ids=list(stream_ids) if stream_ids is not None else None)
     return load(
@@ -615,6 +625,7 @@ def load_rows(
         cursor=cursor,
         stream_watermark=stream_watermark,
         mode=mode,
+        strict=strict,
     ).loaded
 
 

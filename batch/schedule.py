@@ -66,10 +66,20 @@ def entry_ids(spec: SourceSpec) -> dict[str, tuple[str, str, object]]:
 
 
 def register_schedules(stores: Stores, specs: list[SourceSpec]) -> int:
-    """Make sure every wanted schedule entry exists; return how many were (re)added."""
+    """Make sure every wanted schedule entry exists; return how many were (re)added.
+
+    Paused sources are skipped (and their entries cancelled), so a keeper round never
+    brings a paused schedule back.
+    """
     sch = scheduler(stores)
     added = 0
+    paused = paused_sources(stores)
     for spec in specs:
+        if spec.name in paused:
+            for job_id in entry_ids(spec):
+                if job_id in sch:
+                    sch.cancel(job_id)
+            continue
         for job_id, (kind, mode, when) in entry_ids(spec).items():
             if job_id in sch:
                 continue
@@ -90,3 +100,34 @@ def register_schedules(stores: Stores, specs: list[SourceSpec]) -> int:
             added += 1
             log.info("scheduled %s (%s %s)", job_id, kind, when)
     return added
+
+
+def paused_sources(stores: Stores) -> set[str]:
+    """Names of the sources whose schedules are paused."""
+    return {r["name"] for r in stores.db.fetchall("SELECT name FROM cxd.sources WHERE paused")}
+
+
+def pause_schedule(stores: Stores, dataset: str) -> None:
+    """Stop scheduling runs of ``dataset`` until :func:`resume_schedule` (runs on demand
+    still work)."""
+    from cxd.catalog import get_source
+
+    spec = get_source(stores.db, dataset)
+    stores.db.execute(
+        "UPDATE cxd.sources SET paused = true, updated_at = now() WHERE name = %s", (dataset,)
+    )
+    sch = scheduler(stores)
+    for job_id in entry_ids(spec):
+        if job_id in sch:
+            sch.cancel(job_id)
+
+
+def resume_schedule(stores: Stores, dataset: str) -> None:
+    """Schedule ``dataset`` again after :func:`pause_schedule`."""
+    from cxd.catalog import get_source
+
+    spec = get_source(stores.db, dataset)
+    stores.db.execute(
+        "UPDATE cxd.sources SET paused = false, updated_at = now() WHERE name = %s", (dataset,)
+    )
+    register_schedules(stores, [spec])

@@ -138,7 +138,10 @@ def with_connection(stores: Stores, work):
                 return work(conn)
         except psycopg.Error as exc:
             if attempt == 0 and _dropped(exc):
-                continue  # read-only work: safe to run again
+                # a restart or terminated backends end every idle connection, not just this
+                # one: start the retry from fresh connections (read-only work: safe to rerun)
+                pool(stores.settings.database_url).close()
+                continue
             raise _fail(exc) from None
     raise AssertionError("unreachable")
 

@@ -166,13 +166,19 @@ def _values(q: dict[str, Any], values: dict[str, Any] | None) -> dict[str, Any]:
     return bind_values(q["params"], given, {p["name"] for p in q["params"]})
 
 
-def run_saved(stores: Stores, name: str, values: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Answer saved query ``name`` with ``values``: from the cache if no data changed since."""
+def run_saved(
+    stores: Stores, name: str, values: dict[str, Any] | None = None, *, fresh: bool = False
+) -> dict[str, Any]:
+    """Answer saved query ``name`` with ``values``: from the cache if no data changed since.
+
+    ``fresh`` skips the cache lookup (the answer is still cached): a refresh at the
+    query's interval must see loads that announced nothing.
+    """
     q = definition(stores, name)
     bound = _values(q, values)
     state = cache.data_state(stores.redis, q["datasets"])
     key = cache.cache_key(name, q["sql"], bound, state)
-    hit = cache.get(stores.redis, key)
+    hit = None if fresh else cache.get(stores.redis, key)
     if hit is not None:
         hit["freshness"]["cached"] = True
         return hit

@@ -12,27 +12,9 @@ from cxd.catalog import get_source, list_sources
 from cxd.errors import BadInput
 from cxd.stores import Stores
 from query_router import explain, run_query
-from query_router.saved import get_query, list_queries, save_query
+from query_router.saved import delete_query, get_query, list_queries, run_saved, save_query
 from serving.auth import needs
 from speed.stream import backlog, high_water, latest
-
-try:  # the router's saved-query interface (delete and cached results)
-    from query_router.saved import delete_query, run_saved
-except ImportError:  # pragma: no cover - until the router branch lands: same contract, uncached
-    from cxd.errors import NotFound
-
-    def delete_query(stores: Stores, name: str) -> None:
-        """Forget a saved query."""
-        with stores.db.cursor() as cur:
-            cur.execute("DELETE FROM cxd.saved_queries WHERE name = %s", (name,))
-            if cur.rowcount == 0:
-                raise NotFound(f"no saved query named {name!r}")
-
-    def run_saved(stores: Stores, name: str, values: dict[str, Any]) -> dict[str, Any]:
-        """Columns, rows and freshness of saved query ``name`` with parameter ``values``."""
-        q = get_query(stores, name)
-        return run_query(stores, q["sql"], q["params"], values)
-
 
 api = Blueprint("api", __name__, url_prefix="/api")
 

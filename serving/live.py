@@ -28,7 +28,7 @@ from cxd.catalog import parse_duration
 from cxd.errors import CxdError, TransientError
 from cxd.stores import Stores
 from cxd.web import to_json_value
-from query_router import explain, run_query
+from query_router import explain
 from query_router import saved as saved_queries
 from serving.pages import get_page
 from speed.keys import notify_channel
@@ -327,11 +327,9 @@ class Hub:
                 log.exception("live: evaluating %s %r failed", group.kind, group.name)
 
     def _run(self, name: str, values: dict[str, Any]) -> dict[str, Any]:
-        run_saved = getattr(saved_queries, "run_saved", None)
-        if run_saved is not None:
-            return run_saved(self.stores, name, values)
-        q = saved_queries.get_query(self.stores, name)
-        return run_query(self.stores, q["sql"], q["params"], values)
+        # the hub evaluates on a change or at the refresh interval: either way the answer
+        # must be read anew (a refresh exists to catch loads that announced nothing)
+        return saved_queries.run_saved(self.stores, name, values, fresh=True)
 
     def _result(self, group: Group) -> tuple[str, str]:
         """(rows-and-columns JSON to compare, message body) of a fresh evaluation."""

@@ -27,6 +27,7 @@ from cxd.errors import BadInput, NotFound
 from plugins.exceptions import PluginConfigError
 from plugins.health import clear_health, read_health
 from plugins.registry import plugin_for, plugin_types
+from query_router.router import forget_catalog
 from serving.api import body, stores
 from serving.auth import needs
 from speed.stream import forget
@@ -121,6 +122,7 @@ def sources_create():
         )
     register_dataset(stores().db, spec)
     save_source(stores().db, spec, origin="api")
+    forget_catalog()  # the router sees the change on its next query
     register_schedules(stores(), [spec])
     log.info("source %s declared (%s, %s)", spec.name, spec.type, spec.kind)
     return jsonify(_shown(spec)), 201
@@ -147,6 +149,7 @@ def sources_update(name: str):
     spec = _checked(_merge_secrets(raw, old))
     register_dataset(stores().db, spec)
     save_source(stores().db, spec, origin="api")
+    forget_catalog()  # the router sees the change on its next query
     cancelled = cancel_schedules(old, spec)
     register_schedules(stores(), [spec])
     log.info("source %s changed; %d schedule entries replaced", name, len(cancelled))
@@ -160,6 +163,7 @@ def sources_delete(name: str):
     drop = request.args.get("drop_data", "false").lower() in ("1", "true", "yes")
     cancel_schedules(spec)
     delete_source(stores().db, name)
+    forget_catalog()
     clear_health(stores().redis, name)
     if drop:
         drop_data(name)

@@ -35,6 +35,7 @@ import orjson
 import psycopg2
 import redis
 
+from batch.exceptions import LoadError
 from batch.load import get_watermark, load_rows
 from cxd.catalog import SourceSpec, get_source, list_sources, parse_duration
 from cxd.stores import Stores, process_stores
@@ -58,7 +59,14 @@ LIVE_TYPES = ("webhook", "mqtt")
 _LOCK_CLASS = 0x0C7D0200
 _FORGET_AFTER_MS = 10_000
 # errors that belong to an event (bad JSON, a value Postgres cannot take), not to the moment
-_POISON = (PoisonEvent, psycopg2.DataError, psycopg2.IntegrityError, ValueError, TypeError)
+_POISON = (
+    PoisonEvent,
+    LoadError,
+    psycopg2.DataError,
+    psycopg2.IntegrityError,
+    ValueError,
+    TypeError,
+)
 
 _ACK = """
 local n = 0
@@ -345,7 +353,9 @@ class Loader:
                 raise PoisonEvent(f"event {eid} is not a JSON object")
             records.append(record)
         self._check_lock()
-        load_rows(self.stores.db, spec, records, stream_ids=ids, stream_watermark=ids[-1])
+        load_rows(
+            self.stores.db, spec, records, stream_ids=ids, stream_watermark=ids[-1], strict=True
+        )
         report.loaded += len(ids)
         report.watermark = ids[-1]
         self.after_commit(spec.name, ids)

@@ -8,11 +8,10 @@ from typing import Any
 from flask import redirect, render_template, request, url_for
 
 from cxd.errors import CxdError, NotFound
-from query_router import explain, run_query
+from query_router import explain
 from query_router.bind_params import PARAM_TYPES
-from query_router.saved import get_query, list_queries, save_query
+from query_router.saved import delete_query, get_query, list_queries, run_saved, save_query
 from serving.admin import admin, state
-from serving.admin.actions import Missing, backend
 from serving.admin.common import flash, stores
 from serving.admin.session import admin_required
 from serving.admin.state import NUMERIC
@@ -101,10 +100,6 @@ def _chart_of(result: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _run(query: dict[str, Any], values: dict[str, str]) -> dict[str, Any]:
-    try:
-        run_saved = backend("query_router.saved", "run_saved")
-    except Missing:
-        return run_query(stores(), query["sql"], query["params"], values)
     return run_saved(stores(), query["name"], values)
 
 
@@ -140,7 +135,7 @@ def query(name: str):
 @admin_required
 def query_delete(name: str):
     try:
-        backend("query_router.saved", "delete_query")(stores(), name)
+        delete_query(stores(), name)
         flash(f"deleted query {name}")
     except CxdError as exc:
         flash(exc.message, "error")

@@ -29,9 +29,11 @@ def run_worker_process() -> None:
 
 
 def declare_broken(settings, tmp_path):
-    """Add a source whose CSV has text in a number column, so its load fails."""
-    (tmp_path / "bad.csv").write_text("origin,time_hour,temp\nEWR,2026-05-05T00:00:00Z,warm\n")
-    declare(settings, csv_source("broken", str(tmp_path / "bad.csv")))
+    """Add a source whose data is older than its error-severity staleness check allows,
+    so its load is rolled back and the run fails."""
+    (tmp_path / "bad.csv").write_text("origin,time_hour,temp\nEWR,2026-05-05T00:00:00Z,9\n")
+    check = {"staleness": "1h", "severity": "error", "name": "fresh_within_an_hour"}
+    declare(settings, csv_source("broken", str(tmp_path / "bad.csv"), checks=[check]))
 
 
 def test_log_in_and_see_a_failed_run_and_its_error(
@@ -59,7 +61,7 @@ def test_log_in_and_see_a_failed_run_and_its_error(
     row.locator(f"a:text('#{run_id}')").click()
     error = page.locator("#run-error").inner_text()
     stored = stores.db.fetchone("SELECT error, error_step FROM cxd.runs WHERE id = %s", (run_id,))
-    assert error == stored["error"] and "warm" in error
+    assert error == stored["error"] and "fresh_within_an_hour" in error
     assert page.locator("h2.error").inner_text() == f"Failed at {stored['error_step']}"
 
 

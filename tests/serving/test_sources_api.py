@@ -166,9 +166,11 @@ def test_delete_keeps_data_unless_asked(stores, client, ingest_client, auth, tmp
     declared = file_source(tmp_path, schedule={"every": "10m"})
     client.post("/api/sources", json=declared, headers=auth())
     client.post("/api/sources", json=webhook(), headers=auth())
-    stores.db.execute(
-        "INSERT INTO raw.\"readings\" (sensor, at, level, _seq) VALUES ('a', now(), 1, 1)"
-    )
+    from batch.load import load_rows
+    from cxd.catalog import get_source
+
+    row = {"sensor": "a", "at": "2026-05-05T10:00:00Z", "level": 1}
+    load_rows(stores.db, get_source(stores.db, "readings"), [row])
     r = client.delete("/api/sources/readings", headers=auth())
     assert r.status_code == 200
     assert r.get_json() == {"deleted": "readings", "data_dropped": False}
