@@ -32,7 +32,8 @@ from cxd.errors import ConfigError
 from cxd.factory import MACHINES, Factory, mqtt_emitter, webhook_emitter
 
 FACTORY_DB = "cxd_factory"
-RATE_SCALE = 3.0  # a busy factory: about 4 parts a minute, so the dashboard moves
+HISTORY_SCALE = 2.0  # the two weeks of history: about 170 parts an hour
+LIVE_SCALE = 20.0  # the live shift runs flat out: about 28 parts a minute, so every output moves
 TICK_SECONDS = 2.0
 DATASETS = ("production", "shifts", "sensor")
 INPUTS = [
@@ -256,12 +257,12 @@ def demo_sources(folder: Path, odbc: str, broker: tuple[str, int] | None) -> dic
     }
 
 
-def _factory(settings: Settings, emit) -> Factory:
+def _factory(settings: Settings, emit, rate_scale: float) -> Factory:
     return Factory(
         factory_url(settings.database_url),
         demo_dir(settings) / "data" / "shifts" / "handover.xlsx",
         emit,
-        rate_scale=RATE_SCALE,
+        rate_scale=rate_scale,
     )
 
 
@@ -332,7 +333,8 @@ def prepare_demo(settings: Settings) -> Settings:
         _forget_demo_data(stores)
         sync_config(settings)
         print("cxd demo: filling two weeks of factory history ...", flush=True)
-        made = _factory(settings, lambda events: append(stores.redis, "sensor", events)).reset()
+        emit = lambda events: append(stores.redis, "sensor", events)  # noqa: E731
+        made = _factory(settings, emit, HISTORY_SCALE).reset()
         print(f"cxd demo: {made} products made in the last two weeks", flush=True)
         for name in ("production", "shifts"):
             run = execute_run(stores, create_run(stores.db, name))
@@ -381,7 +383,7 @@ def feed(settings: Settings, interval: float = TICK_SECONDS) -> int:
                     time.sleep(1)
             raise RuntimeError("cxd-ingest did not accept sensor events for a minute")
 
-    factory = _factory(settings, emit)
+    factory = _factory(settings, emit, LIVE_SCALE)
     with psycopg2.connect(factory.database_url) as conn, conn.cursor() as cur:
         cur.execute("SELECT max(made_at) FROM production")
         factory.clock = cur.fetchone()[0] or datetime.now(UTC)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import threading
-from pathlib import Path
 
 import pytest
 import yaml
@@ -13,13 +12,7 @@ from werkzeug.serving import make_server
 
 from cxd.bootstrap import sync_config
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-]  # fmt: skip
 SECRET = "hunter2-very-secret-pw"
-OUTPUT = Path(__file__).resolve().parents[2] / "test-output"
 
 
 def csrf_of(html: str) -> str:
@@ -96,30 +89,6 @@ def server(app):
     yield f"http://127.0.0.1:{httpd.server_port}"
     httpd.shutdown()
     thread.join(timeout=10)
-
-
-@pytest.fixture(scope="session")
-def browser():
-    """Debian's Chromium, headless, driven by Playwright (never downloads a browser)."""
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is not installed (scripts/system-deps.sh installs it)")
-    with sync_api.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def page(browser, request):
-    """A fresh browser page; saves a screenshot under test-output/ when the test ends."""
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    pg = context.new_page()
-    pg.set_default_timeout(15_000)
-    yield pg
-    OUTPUT.mkdir(exist_ok=True)
-    pg.screenshot(path=str(OUTPUT / f"{request.node.name}.png"), full_page=True)
-    context.close()
 
 
 @pytest.fixture

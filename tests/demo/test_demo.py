@@ -14,7 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from cxd.demo import QUERIES
+from tests.conftest import OUTPUT
 from tests.cxd.test_up import ctrl_c, free_port, processes_of
+
+QUERY_NAMES = [q["name"] for q in QUERIES]
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -41,28 +45,29 @@ def demo():
 
 
 def wait_for_line(proc, lines: list[str], pattern: str, timeout: float) -> re.Match:
-    """Read the demo's output until a line matches ``pattern``."""
+    """Read the demo's output into ``lines`` until one of them matches ``pattern``."""
     sel = selectors.DefaultSelector()
     sel.register(proc.stdout, selectors.EVENT_READ)
     deadline = time.monotonic() + timeout
-    buffer = b""
-    while time.monotonic() < deadline:
+    while True:
+        for line in lines:
+            if m := re.search(pattern, line):
+                return m
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"no line matching {pattern!r} in {timeout} s:\n" + "".join(lines[-40:])
+            )
         assert proc.poll() is None, "the demo exited:\n" + "".join(lines[-40:])
         if sel.select(timeout=0.5):
-            chunk = os.read(proc.stdout.fileno(), 65536)
-            buffer += chunk
-            while b"\n" in buffer:
-                line, buffer = buffer.split(b"\n", 1)
-                text = line.decode(errors="replace")
-                lines.append(text + "\n")
-                if m := re.search(pattern, text):
-                    return m
-    raise AssertionError(f"no line matching {pattern!r} in {timeout} s:\n" + "".join(lines[-40:]))
+            chunk = os.read(proc.stdout.fileno(), 65536).decode(errors="replace")
+            pending = (lines.pop() if lines and not lines[-1].endswith("\n") else "") + chunk
+            lines.extend(pending.splitlines(keepends=True))
 
 
-def test_demo_serves_the_printed_curl_command(demo):
+def test_demo_serves_the_printed_curl_command_and_a_live_dashboard(demo, browser):
     proc, env, lines = demo
-    m = wait_for_line(proc, lines, r"^\s*(curl -H .*/results)\s*$", timeout=240)
+    dashboard = wait_for_line(proc, lines, r"live dashboard at (http\S+)", timeout=240).group(1)
+    m = wait_for_line(proc, lines, r"^\s*(curl -H .*/results)\s*$", timeout=30)
     command = m.group(1)
     assert f":{env['CXD_PORT']}/api/queries/" in command
     deadline = time.monotonic() + 60
@@ -78,6 +83,36 @@ def test_demo_serves_the_printed_curl_command(demo):
     answer = json.loads(result.stdout)
     assert answer["rows"], answer
     assert {"batch_watermark", "speed_high_water", "plan"} <= set(answer["freshness"])
+
+    # the dashboard page: all five outputs change live in the browser within a minute
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    try:
+        page.goto(dashboard)
+        panels = page.locator("section[data-query]")
+        assert panels.count() == 5
+        page.wait_for_function(
+            "[...document.querySelectorAll('section[data-query]')]"
+            ".every((s) => Number(s.dataset.updates || 0) >= 1)",
+            timeout=30_000,
+        )
+        first = {q: page.locator(f"#out-{q} .body").inner_text() for q in QUERY_NAMES}
+        counts = {q: int(page.locator(f"#out-{q}").get_attribute("data-updates")) for q in first}
+        assert all(first.values()), first
+        page.wait_for_function(
+            "(counts) => Object.entries(counts).every(([q, n]) =>"
+            " Number(document.getElementById('out-' + q).dataset.updates) > n)",
+            arg=counts,
+            timeout=60_000,
+        )
+        # (each update above is a pushed result whose rows differ from the one shown before)
+        later = {q: page.locator(f"#out-{q} .body").inner_text() for q in QUERY_NAMES}
+        assert all(later.values()), later
+        assert page.locator("#status").inner_text() == "live"
+    finally:
+        OUTPUT.mkdir(exist_ok=True)
+        page.screenshot(path=str(OUTPUT / "demo-dashboard.png"), full_page=True)
+        context.close()
 
 
 def test_reset_demo_script_refills_every_source(store_urls, stores, tmp_path):
