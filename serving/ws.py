@@ -32,7 +32,7 @@ from flask_sock import Sock
 from simple_websocket import ConnectionClosed
 
 from cxd.auth import require
-from cxd.errors import BadInput, CxdError
+from cxd.errors import BadInput, CxdError, Unauthorized
 from cxd.stores import Stores
 from serving.auth import needs, request_token
 from serving.changes import read_changes
@@ -84,9 +84,13 @@ def stores() -> Stores:
 @live_api.before_request
 def _guard():
     """Token and connection cap are checked before the upgrade, so refusals are plain HTTP."""
-    if request.endpoint == "live_api.websocket":
+    if request.endpoint in ("live_api.websocket", "live_api.console_websocket"):
         with DB_SLOTS:
-            require(stores().db, request_token(), "read")
+            if request.endpoint == "live_api.console_websocket":
+                if not _console_session():  # the console's cookie lives under /admin
+                    raise Unauthorized("log in to the console first")
+            else:
+                require(stores().db, request_token(), "read")
         if not _setting(current_app, "CXD_WS_COMPRESSION"):
             # permessage-deflate keeps ~300 KiB of zlib state per connection; results are
             # small JSON, so by default it is not offered (the handshake reads this header)
@@ -95,6 +99,13 @@ def _guard():
             raise TooManyConnections(
                 f"this server holds its cap of {hub().max_connections} websocket connections"
             )
+
+
+def _console_session() -> bool:
+    """True when the request carries a valid operator-console session (an admin's cookie)."""
+    from serving.admin.session import current_session
+
+    return current_session() is not None
 
 
 # --- the websocket -----------------------------------------------------------------------
@@ -229,8 +240,19 @@ def frame(text: str) -> bytes:
     return struct.pack("!BBQ", 0x81, 127, size) + data
 
 
+@sock.route("/admin/ws", bp=live_api, endpoint="console_websocket")
+def console_websocket(ws):
+    """``/ws`` for the operator console's pages, authenticated by the console session."""
+    serve_client(ws)
+
+
 @sock.route("/ws", bp=live_api, endpoint="websocket")
 def websocket(ws):
+    """One client of ``/ws``."""
+    serve_client(ws)
+
+
+def serve_client(ws) -> None:
     """One client: read its messages, write what the hub queued for it, until it goes."""
     sender = Sender(ws, raw=not _setting(current_app, "CXD_WS_COMPRESSION"))
     try:

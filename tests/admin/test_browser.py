@@ -53,11 +53,15 @@ def test_log_in_and_see_a_failed_run_and_its_error(
     assert row.locator(".status").inner_text() == "failed"
     backlog = page.locator("tr[data-dataset=weather] [data-field=speed_backlog]")
     assert backlog.inner_text() == "0"
+    page.wait_for_function("document.querySelector('#overview tbody').dataset.live === 'websocket'")
     append(stores.redis, "weather", [{"origin": "LGA", "time_hour": "2026-05-06T00:00:00Z"}])
     page.wait_for_function(
         "document.querySelector('tr[data-dataset=weather] [data-field=speed_backlog]')"
         ".innerText === '1'"
-    )  # the overview updates live
+    )  # the overview updates live ...
+    page.wait_for_function(  # ... on the change pushed over the websocket
+        "Number(document.querySelector('#overview tbody').dataset.pushes || 0) >= 1"
+    )
     row.locator(f"a:text('#{run_id}')").click()
     error = page.locator("#run-error").inner_text()
     stored = stores.db.fetchone("SELECT error, error_step FROM cxd.runs WHERE id = %s", (run_id,))

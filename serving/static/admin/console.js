@@ -6,15 +6,46 @@
   "use strict";
   var EVERY = 2000;
 
-  function poll(el) {
-    fetch(el.dataset.poll, {credentials: "same-origin", headers: {Accept: "text/html"}})
+  function refresh(el) {
+    return fetch(el.dataset.poll, {credentials: "same-origin", headers: {Accept: "text/html"}})
       .then(function (r) { if (r.status === 401) location.reload(); return r.ok ? r.text() : null; })
       .then(function (html) {
         if (html !== null && html !== el.dataset.last) { el.innerHTML = html; el.dataset.last = html; }
         el.dataset.polled = String(Date.now());
       })
-      .catch(function () {})
-      .then(function () { setTimeout(function () { poll(el); }, EVERY); });
+      .catch(function () {});
+  }
+
+  function poll(el) {
+    refresh(el).then(function () { setTimeout(function () { poll(el); }, EVERY); });
+  }
+
+  // [data-follow="ds1,ds2"]: follow those datasets' changes over the /admin/ws websocket (the
+  // /ws protocol; the console session's cookie authenticates it) and refresh the element at once on each
+  // change; the 2 s poll above still catches run-status changes, which carry no data.
+  function follow(el) {
+    var names = el.dataset.follow.split(",").filter(Boolean);
+    if (!names.length || !window.WebSocket) return;
+    var proto = location.protocol === "https:" ? "wss:" : "ws:";
+    var ws = new WebSocket(proto + "//" + location.host + "/admin/ws");
+    var pending = false;
+    ws.onopen = function () {
+      el.dataset.live = "websocket";
+      names.forEach(function (name, i) {
+        ws.send(JSON.stringify({op: "subscribe", id: "f" + i, dataset: name}));
+      });
+    };
+    ws.onmessage = function (event) {
+      var msg = JSON.parse(event.data);
+      if (msg.op !== "data" || pending) return;
+      pending = true;  // one refresh for a burst of changes
+      setTimeout(function () {
+        pending = false;
+        el.dataset.pushes = String(Number(el.dataset.pushes || 0) + 1);
+        refresh(el);
+      }, 100);
+    };
+    ws.onclose = function () { delete el.dataset.live; setTimeout(function () { follow(el); }, 2000); };
   }
 
   function readJSON(el) {
@@ -60,6 +91,7 @@
 
   document.addEventListener("DOMContentLoaded", function () {
     document.querySelectorAll("[data-poll]").forEach(function (el) { setTimeout(function () { poll(el); }, EVERY); });
+    document.querySelectorAll("[data-follow]").forEach(follow);
     document.querySelectorAll("figure[data-chart]").forEach(function (fig) {
       fig._data = readJSON(fig);
       draw(fig);
