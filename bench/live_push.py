@@ -179,6 +179,7 @@ def prepare(stores: Stores) -> str:
     from cxd.catalog import parse_source, save_source
     from cxd.migrations import migrate
     from cxd.stores import Database
+    from cxd.config import Settings
     from cxd.stores import Stores as CxdStores
     from query_router.saved import save_query
 
@@ -199,7 +200,8 @@ def prepare(stores: Stores) -> str:
     )
     save_source(db, spec)
     register_dataset(db, spec)
-    save_query(CxdStores(settings=None, db=db, redis=stores.redis), QUERY)
+    settings = Settings(database_url=stores.db_url, redis_url=stores.redis_url)
+    save_query(CxdStores(settings=settings, db=db, redis=stores.redis), QUERY)
     token = create_token(db, "read")
     db.close()
     return token
