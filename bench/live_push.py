@@ -177,9 +177,9 @@ def prepare(stores: Stores) -> str:
     from batch.tables import register_dataset
     from cxd.auth import create_token
     from cxd.catalog import parse_source, save_source
+    from cxd.config import Settings
     from cxd.migrations import migrate
     from cxd.stores import Database
-    from cxd.config import Settings
     from cxd.stores import Stores as CxdStores
     from query_router.saved import save_query
 
