@@ -17,6 +17,7 @@ import json
 import logging
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -145,10 +146,20 @@ class Group:
         return self.kind, self.name, dumps(self.values)
 
 
+_HUBS: weakref.WeakSet = weakref.WeakSet()  # every hub of this process, for stop_all()
+
+
+def stop_all() -> None:
+    """Stop the threads of every hub in this process (before its stores go away)."""
+    for hub in list(_HUBS):
+        hub.stop()
+
+
 class Hub:
     """Subscriptions of one server process and the threads that keep them current."""
 
     def __init__(self, stores: Stores, *, max_connections: int = 1000):
+        _HUBS.add(self)
         self.stores = stores
         self.max_connections = max_connections
         self.connections: set[Connection] = set()

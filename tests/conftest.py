@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -39,6 +40,8 @@ def session_home():
     """A temporary CXD_HOME for the session (short path: the Redis socket lives in it)."""
     home = Path(tempfile.mkdtemp(prefix="cxdt-", dir="/tmp"))
     yield home
+    if "serving.live" in sys.modules:  # live hubs listen on Redis: stop them before it goes
+        sys.modules["serving.live"].stop_all()
     embedded.stop_postgres(home)
     embedded.stop_redis(home)
     shutil.rmtree(home, ignore_errors=True)
