@@ -23,7 +23,7 @@ import time
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import urlparse
 
 import yaml
 
@@ -133,34 +133,16 @@ def factory_url(database_url: str) -> str:
 
 
 def odbc_connection_string(url: str) -> str:
-    """A psqlODBC connection string for the Postgres database at ``url``.
+    """A psqlODBC connection string for the Postgres database at ``url``."""
+    from plugins.odbc import installed_driver, postgres_connection_string
 
-    An embedded Postgres listens on a Unix socket (``?host=/dir``); psqlODBC takes the
-    socket folder as its server name.
-    """
-    import pyodbc
-
-    drivers = sorted(
-        (d for d in pyodbc.drivers() if "postgres" in d.lower()),
-        key=lambda d: "unicode" not in d.lower(),
-    )
-    if not drivers:
+    driver = installed_driver("postgres")
+    if driver is None:
         raise ConfigError(
             "the demo reads production data over ODBC and needs psqlODBC:"
             " run scripts/system-deps.sh as root (Debian package odbc-postgresql)"
         )
-    parsed = urlparse(url)
-    host = parse_qs(parsed.query).get("host", [parsed.hostname or "127.0.0.1"])[0]
-    parts = [
-        f"Driver={{{drivers[0]}}}",
-        f"Server={host}",
-        f"Port={parsed.port or 5432}",
-        f"Database={parsed.path.lstrip('/')}",
-        f"UID={parsed.username or 'postgres'}",
-    ]
-    if parsed.password:
-        parts.append(f"PWD={parsed.password}")
-    return ";".join(parts) + ";"
+    return postgres_connection_string(url, driver)
 
 
 def mqtt_broker() -> tuple[str, int] | None:

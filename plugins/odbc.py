@@ -31,6 +31,7 @@ import uuid
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
+from urllib.parse import parse_qs, urlparse
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
@@ -416,3 +417,34 @@ def _with_zone(values: pd.Series, zone: str) -> pd.Series:
     out = values.astype(object).copy()
     out[naive] = text + suffix
     return out
+
+
+def installed_driver(word: str) -> str | None:
+    """The installed unixODBC driver whose name holds ``word`` (Unicode preferred), or None."""
+    import pyodbc
+
+    names = sorted(
+        (d for d in pyodbc.drivers() if word.lower() in d.lower()),
+        key=lambda d: "unicode" not in d.lower(),
+    )
+    return names[0] if names else None
+
+
+def postgres_connection_string(url: str, driver: str) -> str:
+    """A psqlODBC connection string for the Postgres database at ``url``.
+
+    An embedded Postgres listens on a Unix socket (``?host=/dir``); psqlODBC takes the
+    socket folder as its server name.
+    """
+    parsed = urlparse(url)
+    host = parse_qs(parsed.query).get("host", [parsed.hostname or "127.0.0.1"])[0]
+    parts = [
+        f"Driver={{{driver}}}",
+        f"Server={host}",
+        f"Port={parsed.port or 5432}",
+        f"Database={parsed.path.lstrip('/')}",
+        f"UID={parsed.username or 'postgres'}",
+    ]
+    if parsed.password:
+        parts.append(f"PWD={parsed.password}")
+    return ";".join(parts) + ";"

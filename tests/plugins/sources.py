@@ -14,35 +14,13 @@ import pytest
 from batch.jobs import execute_run
 from batch.runs import create_run
 from cxd.catalog import parse_source, save_source
-
-
-def odbc_driver(word: str) -> str | None:
-    """The installed unixODBC driver whose name holds ``word`` (Unicode preferred)."""
-    import pyodbc
-
-    names = [d for d in pyodbc.drivers() if word.lower() in d.lower()]
-    names.sort(key=lambda d: "unicode" not in d.lower())
-    return names[0] if names else None
-
-
-def pg_odbc_string(db_url: str, driver: str) -> str:
-    """A psqlODBC connection string for the Postgres database at ``db_url``.
-
-    The embedded Postgres listens on a Unix socket (``?host=/dir``): psqlODBC takes the
-    socket folder as its server name.
-    """
-    url = urlparse(db_url)
-    host = parse_qs(url.query).get("host", [url.hostname or "127.0.0.1"])[0]
-    return (
-        f"Driver={{{driver}}};Server={host};Port={url.port or 5432};"
-        f"Database={url.path.lstrip('/')};UID={url.username or 'postgres'};"
-    )
+from plugins.odbc import installed_driver, postgres_connection_string
 
 
 @pytest.fixture
 def pg_source(store_urls):
     """A fresh Postgres database to be a source: ``(psycopg2 connection, ODBC string, url)``."""
-    driver = odbc_driver("postgres")
+    driver = installed_driver("postgres")
     if driver is None:
         pytest.fail("psqlODBC is not installed: run scripts/system-deps.sh (odbc-postgresql)")
     db_url, _ = store_urls
@@ -54,7 +32,7 @@ def pg_source(store_urls):
     src_url = urlparse(db_url)._replace(path="/" + name).geturl()
     conn = psycopg2.connect(src_url)
     conn.autocommit = True
-    yield conn, pg_odbc_string(src_url, driver), src_url
+    yield conn, postgres_connection_string(src_url, driver), src_url
     conn.close()
     with admin.cursor() as cur:
         cur.execute(
@@ -101,7 +79,7 @@ class DocServer:
     def __init__(self):
         import threading
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-        from urllib.parse import parse_qs, urlsplit
+        from urllib.parse import urlsplit
 
         server = self
 

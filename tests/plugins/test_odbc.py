@@ -15,9 +15,9 @@ from batch.jobs import execute_run
 from batch.load import get_watermark
 from cxd.catalog import get_source, parse_source
 from plugins.exceptions import PluginConfigError
-from plugins.odbc import OdbcSource
+from plugins.odbc import OdbcSource, installed_driver
 from plugins.registry import plugin_for
-from tests.plugins.sources import declare, odbc_driver, pg_source, raw_rows, run  # noqa: F401
+from tests.plugins.sources import declare, pg_source, raw_rows, run  # noqa: F401
 
 pytestmark = pytest.mark.odbc
 
@@ -233,7 +233,7 @@ def test_unreachable_database_fails_the_run_and_keeps_raw(stores, pg_source, cap
     body = orders_source("", login_timeout="3s")
     body["secrets"] = {"password": "s3cret-Passw0rd"}
     body["options"].update(
-        driver=odbc_driver("postgres"),
+        driver=installed_driver("postgres"),
         server="127.0.0.1",
         port=free_port(),
         database="nothere",
@@ -351,7 +351,7 @@ def mariadb_running() -> bool:
         socket.create_connection(("127.0.0.1", 3306), timeout=1).close()
     except OSError:
         return False
-    return odbc_driver("mariadb") is not None
+    return installed_driver("mariadb") is not None
 
 
 @pytest.mark.skipif(
@@ -360,7 +360,7 @@ def mariadb_running() -> bool:
 def test_mariadb_incremental_load(stores):
     import pyodbc
 
-    base = f"Driver={{{odbc_driver('mariadb')}}};Server=127.0.0.1;Port=3306;UID=root;PWD=;"
+    base = f"Driver={{{installed_driver('mariadb')}}};Server=127.0.0.1;Port=3306;UID=root;PWD=;"
     name = f"cxd_src_{uuid.uuid4().hex[:10]}"
     admin = pyodbc.connect(base, autocommit=True)
     admin.execute(f"CREATE DATABASE {name}")
