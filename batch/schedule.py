@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from rq_scheduler import Scheduler
 
 from batch.jobs import QUEUE
-from cxd.catalog import SourceSpec, parse_duration
+from cxd.catalog import SourceSpec, get_source, parse_duration
 from cxd.stores import Stores, process_stores
 
 log = logging.getLogger(__name__)
@@ -110,8 +110,6 @@ def paused_sources(stores: Stores) -> set[str]:
 def pause_schedule(stores: Stores, dataset: str) -> None:
     """Stop scheduling runs of ``dataset`` until :func:`resume_schedule` (runs on demand
     still work)."""
-    from cxd.catalog import get_source
-
     spec = get_source(stores.db, dataset)
     stores.db.execute(
         "UPDATE cxd.sources SET paused = true, updated_at = now() WHERE name = %s", (dataset,)
@@ -124,8 +122,6 @@ def pause_schedule(stores: Stores, dataset: str) -> None:
 
 def resume_schedule(stores: Stores, dataset: str) -> None:
     """Schedule ``dataset`` again after :func:`pause_schedule`."""
-    from cxd.catalog import get_source
-
     spec = get_source(stores.db, dataset)
     stores.db.execute(
         "UPDATE cxd.sources SET paused = false, updated_at = now() WHERE name = %s", (dataset,)
