@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 QUEUE = "cxd-batch"
 MODES = ("incremental", "full", "backfill", "reprocess")
 _LOCK_CLASS = 0x0C7D  # advisory lock namespace of running runs
+_DATASET_LOCK_CLASS = 0x0C7E  # advisory lock namespace of datasets with a run executing
 DEFAULT_BACKOFF = "10,60,300"
 STARTED_GRACE = 60  # seconds a dequeued job may take to mark its run before it counts as lost
 RECOVER_EVERY = 30  # cxd-ingest keeper rounds (about a second each) between sweeps
@@ -154,6 +155,26 @@ def _run_lock(db, run_id: int) -> Iterator[bool]:
                 cur.execute("SELECT pg_advisory_unlock(%s, %s)", (_LOCK_CLASS, run_id))
 
 
+@contextlib.contextmanager
+def _dataset_lock(db, dataset: str) -> Iterator[None]:
+    """Hold ``dataset``'s lock for the block, waiting while another run of it holds it.
+
+    Runs of one dataset execute one at a time: two incremental runs (two slots whose runs
+    overlap, two workers) would otherwise fetch from the same cursor and load the same
+    rows twice. A killed process's lock goes with its connection.
+    """
+    with db.connection() as conn, conn.cursor() as cur:
+        cur.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (_DATASET_LOCK_CLASS, dataset))
+        conn.commit()
+        try:
+            yield
+        finally:
+            cur.execute(
+                "SELECT pg_advisory_unlock(%s, hashtext(%s))", (_DATASET_LOCK_CLASS, dataset)
+            )
+            conn.commit()
+
+
 class _Steps:
     """The step a run is in, and how long each took (ms)."""
 
@@ -196,50 +217,56 @@ def execute_run(
         if not mine or run["status"] in ("succeeded", "failed"):
             log.info("run %s is %s elsewhere; skipped", run_id, "running" if not mine else "done")
             return run
-        db.execute("UPDATE cxd.runs SET attempts = attempts + 1 WHERE id = %s", (run_id,))
-        steps = _Steps()
-        started = time.monotonic()
-        try:
-            result = _execute(stores, run, steps, on_progress)
-        except TransientError as exc:
-            steps.finish()
-            if retry_transient:
-                runs.log_run(
-                    db,
-                    run_id,
-                    "transient error, retrying",
-                    step=steps_name(steps),
-                    error=exc.message,
-                )
-                runs.update_run(db, run_id, "queued")
-                raise
-            _fail(db, run, steps, exc, started)
-        except Exception as exc:
-            steps.finish()
-            _fail(db, run, steps, exc, started)
-        else:
-            steps.finish()
-            runs.update_run(
-                db,
-                run_id,
-                "succeeded",
-                rows_fetched=result.received,
-                rows_loaded=result.loaded,
-                rows_quarantined=result.quarantined,
-                duration_ms=int(1000 * (time.monotonic() - started)),
-                durations=_durations(steps, result.timings),
-            )
+        with _dataset_lock(db, run["dataset"]):
+            _execute_locked(stores, run, retry_transient, on_progress)
+    return runs.get_run(db, run_id)
+
+
+def _execute_locked(stores: Stores, run: dict[str, Any], retry_transient: bool, on_progress):
+    db, run_id = stores.db, run["id"]
+    db.execute("UPDATE cxd.runs SET attempts = attempts + 1 WHERE id = %s", (run_id,))
+    steps = _Steps()
+    started = time.monotonic()
+    try:
+        result = _execute(stores, run, steps, on_progress)
+    except TransientError as exc:
+        steps.finish()
+        if retry_transient:
             runs.log_run(
                 db,
                 run_id,
-                "loaded",
-                rows=result.loaded,
-                quarantined=result.quarantined,
-                out_of_range=result.out_of_range,
-                seconds=round(time.monotonic() - started, 3),
+                "transient error, retrying",
+                step=steps_name(steps),
+                error=exc.message,
             )
-            _after_success(stores, run, result)
-    return runs.get_run(db, run_id)
+            runs.update_run(db, run_id, "queued")
+            raise
+        _fail(db, run, steps, exc, started)
+    except Exception as exc:
+        steps.finish()
+        _fail(db, run, steps, exc, started)
+    else:
+        steps.finish()
+        runs.update_run(
+            db,
+            run_id,
+            "succeeded",
+            rows_fetched=result.received,
+            rows_loaded=result.loaded,
+            rows_quarantined=result.quarantined,
+            duration_ms=int(1000 * (time.monotonic() - started)),
+            durations=_durations(steps, result.timings),
+        )
+        runs.log_run(
+            db,
+            run_id,
+            "loaded",
+            rows=result.loaded,
+            quarantined=result.quarantined,
+            out_of_range=result.out_of_range,
+            seconds=round(time.monotonic() - started, 3),
+        )
+        _after_success(stores, run, result)
 
 
 def steps_name(steps: _Steps) -> str:
@@ -406,20 +433,25 @@ def _guarded(pieces, steps: _Steps):
 def recover(stores: Stores) -> list[int]:
     """Enqueue again every run left behind by a dead worker; return their ids.
 
-    A run in fetching or ingesting (or queued without a job in the queue) whose advisory
-    lock is free has no live process: its load transaction rolled back with the
-    connection, so running it again loads it exactly once.
+    A run in fetching or ingesting (or queued without a job in the queue, or recorded
+    but never given a job because the process enqueuing it died) whose advisory lock is
+    free has no live process: its load transaction rolled back with the connection, so
+    running it again loads it exactly once.
     """
     db = stores.db
     q = queue(stores)
     queued_ids = set(q.get_job_ids())
     recovered = []
     for run in db.fetchall(
-        "SELECT id, status, job_id, attempts FROM cxd.runs WHERE status IN ('queued', 'fetching', 'ingesting')"
-        " ORDER BY id"
+        "SELECT id, status, job_id, attempts,"
+        " queued_at < now() - make_interval(secs => %s) AS stale"
+        " FROM cxd.runs WHERE status IN ('queued', 'fetching', 'ingesting') ORDER BY id",
+        (STARTED_GRACE,),
     ):
-        if run["status"] == "queued" and (run["job_id"] in queued_ids or run["job_id"] is None):
+        if run["status"] == "queued" and run["job_id"] in queued_ids:
             continue
+        if run["status"] == "queued" and run["job_id"] is None and not run["stale"]:
+            continue  # being enqueued now; one left without a job (its enqueuer died) is stale
         with _run_lock(db, run["id"]) as free:
             if not free:
                 continue  # a live process is executing it
