@@ -245,7 +245,8 @@ def cmd_worker(args) -> int:
 
     recover(stores)  # runs whose worker died (SIGKILL, lost machine) run again
     worker = Worker([BATCH, SPEED, "cxd-default"], connection=stores.redis)
-    worker.work(burst=args.burst, logging_level=settings.log_level)
+    # with_scheduler: retries with backoff wait in rq's scheduled registry until then
+    worker.work(burst=args.burst, with_scheduler=True, logging_level=settings.log_level)
     return 0
 
 
