@@ -26,7 +26,7 @@ from rq.job import Job
 from batch import archive, runs
 from batch.load import _KEEP, Chunk, LoadResult, get_watermark, load
 from batch.partitions import drop_expired
-from batch.tables import register_dataset
+from batch.tables import register_dataset, unique_columns
 from cxd.catalog import get_source
 from cxd.errors import BadInput, CxdError, TransientError
 from cxd.stores import Stores, process_stores
@@ -341,10 +341,7 @@ def _execute(stores: Stores, run: dict[str, Any], steps: _Steps, on_progress) ->
     steps.enter("fetch")
     runs.update_run(db, run_id, "fetching")
     if mode == "reprocess":
-        payloads = list(archive.payloads(db, spec.name, params.get("run")))
-        if not payloads:
-            which = f"run {params['run']}" if params.get("run") else "any run"
-            raise BadInput(f"nothing archived for {spec.name!r} from {which}; nothing to reprocess")
+        payloads = _reprocess_payloads(db, spec, params.get("run"))
     else:
         if mode == "incremental":
             cursor = get_watermark(db, spec.name).get("cursor")
@@ -377,6 +374,57 @@ def _execute(stores: Stores, run: dict[str, Any], steps: _Steps, on_progress) ->
     return result
 
 
+def _reprocess_payloads(db, spec, run: int | None) -> list[Payload]:
+    """The archived payloads a reprocess re-ingests (of ``run``, or of every run).
+
+    For a dataset without a key, the reprocess replaces the rows each of those runs
+    loaded, so only runs whose rows are in raw qualify: runs that succeeded (a failed run
+    loaded nothing, and a later run fetched its data again from the unmoved cursor), from
+    the latest successful full refresh on (it replaced every earlier run's rows).
+    Re-ingesting the others would load their rows a second time.
+    """
+    keyless = spec.kind != "point_in_time" and not unique_columns(spec)
+    if keyless and run:
+        record = db.fetchone(
+            "SELECT status FROM cxd.runs WHERE id = %s AND dataset = %s", (run, spec.name)
+        )
+        if record and record["status"] == "failed":
+            raise BadInput(
+                f"run {run} of {spec.name!r} failed: it loaded nothing (a later run fetched"
+                " its data again), so reprocessing it would load rows twice"
+            )
+        if record and record["status"] != "succeeded":
+            raise BadInput(f"run {run} of {spec.name!r} has not finished; reprocess it after")
+        full = _latest_full(db, spec.name)
+        if record and full and run < full:
+            raise BadInput(
+                f"run {run} of {spec.name!r} was superseded by the full refresh run {full}:"
+                f" its rows are no longer in raw; reprocess run {full} or the whole dataset"
+            )
+    if keyless and not run:
+        entries = db.fetchall(
+            "SELECT a.* FROM cxd.archive a JOIN cxd.runs r ON r.id = a.run_id"
+            " WHERE a.dataset = %s AND r.status = 'succeeded' AND r.id >= %s ORDER BY a.id",
+            (spec.name, _latest_full(db, spec.name) or 0),
+        )
+        payloads = [archive.read(entry) for entry in entries]
+    else:
+        payloads = list(archive.payloads(db, spec.name, run))
+    if not payloads:
+        which = f"run {run}" if run else "any run"
+        raise BadInput(f"nothing archived for {spec.name!r} from {which}; nothing to reprocess")
+    return payloads
+
+
+def _latest_full(db, dataset: str) -> int | None:
+    row = db.fetchone(
+        "SELECT max(id) AS id FROM cxd.runs WHERE dataset = %s AND mode = 'full'"
+        " AND status = 'succeeded'",
+        (dataset,),
+    )
+    return row["id"] if row else None
+
+
 def _fetch(stores: Stores, dataset: str, run_id: int, plugin: SourcePlugin, cursor, time_range):
     """Every payload of the fetch, each archived as received before anything reads it."""
     fetched = plugin.fetch_range(*time_range) if time_range else plugin.fetch(cursor)
@@ -396,7 +444,9 @@ def _chunks(
     """Ingest output of every payload as load chunks (an ingest may yield several frames).
 
     A payload the plugin sets aside (PayloadQuarantined: a file it cannot parse) is
-    reported through ``set_aside`` and skipped; the other payloads still load.
+    reported through ``set_aside`` and skipped; the other payloads still load. On
+    reprocess each payload first yields an empty chunk naming its run, so that run's rows
+    are replaced even when the ingest now makes no row of it.
     """
     for payload in payloads:
         origin = payload.meta.get("run_id") if reprocess else None
@@ -406,6 +456,13 @@ def _chunks(
             out = plugin.ingest(payload)
         except PayloadQuarantined as exc:
             set_aside(payload, exc.message)
+            out = None
+        if origin is not None:
+            # names the run whose rows this load replaces, even if no row comes out now
+            steps.failed_in = "load"
+            yield Chunk([], media_type=payload.media_type, origin_run=origin)
+            steps.failed_in = "ingest"
+        if out is None:
             continue
         pieces = [out] if isinstance(out, pd.DataFrame | list | tuple) else out
         for piece in _guarded(pieces, steps):

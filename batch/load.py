@@ -115,6 +115,7 @@ class _Loader:
         self._key_hashes: list[np.ndarray] = []
         self._ord = 0
         self._rejected: dict[str, list[str]] = {}
+        self.origin_runs: set[int] = set()  # reprocess: runs whose rows this load replaces
         self.staging = staging_table(spec.name)
         self.raw = raw_table(spec.name)
         self.cols = spec.column_names
@@ -143,6 +144,8 @@ class _Loader:
     # staging -----------------------------------------------------------------
 
     def stage(self, chunk: Chunk) -> None:
+        if chunk.origin_run is not None:  # even with no rows: that run's rows are replaced
+            self.origin_runs.add(chunk.origin_run)
         frame = to_frame(self.spec, chunk.rows)
         self.result.received += len(frame)
         for start, piece in split(frame):
@@ -401,10 +404,10 @@ class _Loader:
         elif self.mode == "reprocess":
             # rows of the reprocessed runs are replaced by what the ingest makes of them now
             self.cur.execute(
-                sql.SQL(
-                    "DELETE FROM {raw} WHERE _stream_id IS NULL AND _run_id IN"
-                    " (SELECT DISTINCT _run_id FROM {s})"
-                ).format(raw=self.raw, s=self.staging)
+                sql.SQL("DELETE FROM {raw} WHERE _stream_id IS NULL AND _run_id = ANY(%s)").format(
+                    raw=self.raw
+                ),
+                (sorted(self.origin_runs),),
             )
             self.result.loaded += self.cur.rowcount
         self.cur.execute(self._insert(), {"run_id": self.run_id})

@@ -1,0 +1,144 @@
+"""Reprocess of a dataset without a key: the rows a run loaded are replaced by what the
+current ingest code makes of that run's archived payloads, other runs' rows stay as they
+are, and the rewritten rows get new ``_seq`` values so readers of changes see them."""
+
+from __future__ import annotations
+
+import pytest
+
+from serving.changes import encode_cursor
+
+GROWING = """
+import io
+import pandas as pd
+from plugins.base import Payload, SourcePlugin
+
+class Growing(SourcePlugin):
+    '''A CSV file that only grows; the cursor is the byte offset loaded so far.'''
+
+    def fetch(self, cursor):
+        offset = int(cursor or 0)
+        with open(self.options["path"], "rb") as fh:
+            fh.seek(offset)
+            data = fh.read()
+        yield Payload(content=data, media_type="text/csv", meta={"end": offset + len(data)})
+
+    def ingest(self, payload):
+        frame = pd.read_csv(io.BytesIO(payload.content), header=None, names=["id", "v", "at"])
+        INGEST
+        return frame
+
+    def next_cursor(self, cursor, payloads):
+        return payloads[-1].meta["end"] if payloads else cursor
+"""
+
+
+@pytest.fixture
+def source(declare, plugin_file, tmp_path):
+    """A keyless dataset fed by a growing CSV; ``source.code(python)`` replaces the line
+    of ingest code that cleans the frame; ``source.add(rows)`` appends to the file."""
+    path = tmp_path / "nums.csv"
+    path.write_text("")
+
+    class Source:
+        @staticmethod
+        def code(line: str = "pass") -> None:
+            plugin_file("growing", GROWING.replace("INGEST", line))
+
+        @staticmethod
+        def add(*rows: tuple[int, float]) -> None:
+            with path.open("a") as fh:
+                fh.writelines(f"{i},{v},2026-05-05T00:00:{i:02d}Z\n" for i, v in rows)
+
+    Source.code()
+    declare(
+        name="nums",
+        type="python",
+        plugin="growing",
+        kind="time_series",
+        options={"path": str(path)},
+        columns=[
+            {"name": "id", "type": "integer"},
+            {"name": "v", "type": "double precision"},
+            {"name": "at", "type": "timestamptz"},
+        ],
+        time_column="at",
+    )  # no key
+    return Source
+
+
+def _raw(rows):
+    return rows("SELECT _run_id, id, v, _seq FROM raw.nums ORDER BY id, _seq")
+
+
+def test_reprocess_replaces_the_runs_rows_and_nothing_else(source, run_now, rows, client, auth):
+    source.add((1, 1.0), (2, 2.0), (3, 3.0))
+    first = run_now("nums")
+    source.add((4, 4.0), (5, 5.0))
+    second = run_now("nums")
+    assert (first["rows_loaded"], second["rows_loaded"]) == (3, 2)
+    before = _raw(rows)
+    seq_before = max(r[3] for r in before)
+    untouched = [r for r in before if r[0] == second["id"]]
+
+    source.code('frame["v"] = frame["v"] * 10')  # the ingest code changed
+    redo = run_now("nums", "reprocess", {"run": first["id"]})
+    assert redo["status"] == "succeeded", redo["error"]
+    after = _raw(rows)
+    assert [r[:3] for r in after] == [
+        (first["id"], 1, 10.0), (first["id"], 2, 20.0), (first["id"], 3, 30.0),
+        (second["id"], 4, 4.0), (second["id"], 5, 5.0),
+    ]  # fmt: skip
+    assert [r for r in after if r[0] == second["id"]] == untouched  # same rows, same _seq
+    assert all(r[3] > seq_before for r in after if r[0] == first["id"])
+
+    # readers following changes get exactly the rewritten rows
+    since = encode_cursor(seq_before, (0, 0))
+    r = client.get(f"/api/datasets/nums/changes?since={since}", headers=auth("read"))
+    assert r.status_code == 200, r.get_json()
+    assert sorted((c["_run_id"], c["id"], c["v"]) for c in r.get_json()["rows"]) == [
+        (first["id"], 1, 10.0), (first["id"], 2, 20.0), (first["id"], 3, 30.0)
+    ]  # fmt: skip
+
+    # the same reprocess again leaves the same rows (no duplicates)
+    run_now("nums", "reprocess", {"run": first["id"]})
+    assert [r[:3] for r in _raw(rows)] == [r[:3] for r in after]
+
+    # ingest code that now drops the whole payload: the run's rows go too
+    source.code("frame = frame[frame['id'] > 3]")
+    gone = run_now("nums", "reprocess", {"run": first["id"]})
+    assert gone["status"] == "succeeded", gone["error"]
+    assert [r[:3] for r in _raw(rows)] == [(second["id"], 4, 4.0), (second["id"], 5, 5.0)]
+
+    # every run at once
+    source.code('frame["v"] = frame["v"] * 10')
+    assert run_now("nums", "reprocess")["status"] == "succeeded"
+    assert [r[1:3] for r in _raw(rows)] == [(i, i * 10.0) for i in range(1, 6)]
+
+
+def test_reprocess_skips_runs_whose_rows_are_not_in_raw(source, run_now, rows):
+    """A failed run loaded nothing (the next run fetched its data again) and a full
+    refresh replaced every earlier run's rows: re-ingesting those would load rows twice."""
+    source.add((1, 1.0), (2, 2.0))
+    first = run_now("nums")
+    source.add((3, 3.0))
+    source.code("raise RuntimeError('a bug in this version of the ingest code')")
+    failed = run_now("nums")
+    assert failed["status"] == "failed"
+    source.code()  # fixed: the next run fetches the same rows again from the cursor
+    third = run_now("nums")
+    assert third["rows_loaded"] == 1
+
+    assert run_now("nums", "reprocess")["status"] == "succeeded"
+    assert [r[:2] for r in _raw(rows)] == [(first["id"], 1), (first["id"], 2), (third["id"], 3)]
+    refused = run_now("nums", "reprocess", {"run": failed["id"]})
+    assert refused["status"] == "failed"
+    assert f"run {failed['id']} of 'nums' failed" in refused["error"]
+
+    full = run_now("nums", "full")
+    assert full["status"] == "succeeded", full["error"]
+    assert run_now("nums", "reprocess")["status"] == "succeeded"
+    assert [r[:2] for r in _raw(rows)] == [(full["id"], 1), (full["id"], 2), (full["id"], 3)]
+    refused = run_now("nums", "reprocess", {"run": first["id"]})
+    assert refused["status"] == "failed"
+    assert f"superseded by the full refresh run {full['id']}" in refused["error"]
