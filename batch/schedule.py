@@ -1,7 +1,11 @@
 """Schedules: rq-scheduler entries for every source with ``schedule: {every|cron|full_refresh}``.
 
-cxd-ingest registers them at start and re-registers any that vanished. Entry ids are
-deterministic, so registering twice (two cxd-ingest, a restart) never doubles a schedule.
+cxd-ingest registers them at start and re-registers any that vanished, due where they left
+off. Entry ids are deterministic, so registering twice (two cxd-ingest, a restart) never
+doubles a schedule. An entry's due time is always the start of the next slot it owes;
+:class:`SlotScheduler` (``cxd scheduler``) fires one job per slot, and a slot's run is
+recorded once per (dataset, mode, slot), so two schedulers or a restart never run a slot
+twice and a scheduler that falls behind never skips one.
 """
 
 from __future__ import annotations
@@ -166,12 +170,13 @@ def last_slot(stores: Stores, dataset: str, mode: str) -> datetime | None:
     return datetime.fromisoformat(row["slot"]) if row and row["slot"] else None
 
 
-def register_schedules(stores: Stores, specs: list[SourceSpec]) -> int:
+def register_schedules(stores: Stores, specs: list[SourceSpec], *, catch_up: bool = True) -> int:
     """Make sure every wanted schedule entry exists; return how many were (re)added.
 
     A (re-)added entry is due at :func:`first_due`: slots it missed while it was gone
-    are caught up. Paused sources are skipped (and their entries cancelled), so a keeper
-    round never brings a paused schedule back.
+    are caught up (unless ``catch_up`` is false: a resumed schedule starts afresh).
+    Paused sources are skipped (and their entries cancelled), so a keeper round never
+    brings a paused schedule back.
     """
     sch = scheduler(stores)
     added = 0
@@ -187,7 +192,7 @@ def register_schedules(stores: Stores, specs: list[SourceSpec]) -> int:
                 continue
             if kind == "every":
                 when = int(when)
-            due = first_due(when, last_slot(stores, spec.name, mode))
+            due = first_due(when, last_slot(stores, spec.name, mode) if catch_up else None)
             if kind == "every":
                 sch.schedule(
                     due, scheduled_run, args=[spec.name, mode, when], interval=when,
@@ -228,4 +233,4 @@ def resume_schedule(stores: Stores, dataset: str) -> None:
     stores.db.execute(
         "UPDATE cxd.sources SET paused = false, updated_at = now() WHERE name = %s", (dataset,)
     )
-    register_schedules(stores, [spec])
+    register_schedules(stores, [spec], catch_up=False)  # the paused slots stay skipped

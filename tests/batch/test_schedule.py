@@ -14,7 +14,9 @@ from batch.jobs import enqueue_run, execute_run
 from batch.runs import create_run
 from batch.schedule import (
     CATCH_UP,
+    pause_schedule,
     register_schedules,
+    resume_schedule,
     scheduler,
     slot_job_id,
     slot_start,
@@ -110,6 +112,19 @@ def test_a_vanished_entry_comes_back_where_it_left_off(temps, stores, run_jobs):
     run_jobs()
     assert _slots(stores) == [earlier.isoformat(), (current - timedelta(seconds=EVERY)).isoformat(),
                               current.isoformat()]  # fmt: skip
+
+
+def test_a_resumed_schedule_does_not_run_the_slots_it_was_paused_for(temps, stores):
+    from cxd.catalog import save_source
+
+    save_source(stores.db, temps)  # pause/resume act on the stored source
+    current = slot_start(EVERY, datetime.now(UTC))
+    enqueue_run(stores, "temps", slot=(current - timedelta(seconds=3 * EVERY)).isoformat())
+    register_schedules(stores, [temps])
+    pause_schedule(stores, "temps")
+    assert ENTRY not in scheduler(stores)
+    resume_schedule(stores, "temps")
+    assert _due(stores) == current
 
 
 def test_a_cron_entry_that_ran_before_owes_its_current_slot(declare, tmp_path, stores):
