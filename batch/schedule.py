@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from rq import Retry
 from rq_scheduler import Scheduler
 
-from batch.jobs import QUEUE
+from batch.jobs import QUEUE, backoff
 from cxd.catalog import SourceSpec, get_source, parse_duration
 from cxd.stores import Stores, process_stores
 
@@ -114,8 +114,6 @@ class SlotScheduler(Scheduler):
         score = self.connection.zscore(self.scheduled_jobs_key, job.id)
         if score is None:
             return None  # cancelled meanwhile (paused, deleted)
-        from batch.jobs import backoff
-
         now = datetime.now(UTC)
         due = slot_start(when, datetime.fromtimestamp(score, UTC))
         if due < now - timedelta(seconds=CATCH_UP):
