@@ -88,13 +88,16 @@ def prune_schedules(stores, specs) -> list[str]:
 
 class ResidentPlugins:
     """The resident plugins this cxd-ingest hosts: MQTT subscribers (started, restarted
-    and stopped as sources come, change and go) and the webhook receiver's heartbeat."""
+    and stopped as sources come, change and go), the file sources' folder watchers and
+    the webhook receiver's heartbeat."""
 
     def __init__(self, stores):
+        from plugins.file import FolderWatchers
         from plugins.mqtt import Subscribers
 
         self.stores = stores
         self.mqtt = Subscribers(stores)
+        self.folders = FolderWatchers(stores)
         self._beat = 0.0
 
     def sync(self, specs) -> None:
@@ -104,6 +107,7 @@ class ResidentPlugins:
         from plugins import health
 
         try:
+            self.folders.sync(specs)  # catches its own errors, one folder at a time
             self.mqtt.sync(specs)
         finally:
             if time.monotonic() - self._beat >= 5.0:
