@@ -139,3 +139,25 @@ def test_cxd_ingest_receives_webhooks_and_mqtt(
     assert health("plant")["messages"] == 2 and health("plant")["alive"] is True
     assert health("hooked")["messages"] == 4 and health("hooked")["errors"] == 2
     assert proc.poll() is None
+
+    # the keeper (loader, schedules, resident plugins) runs in a process of its own, and
+    # comes back if it dies
+    keeper = keeper_pid(proc.pid)
+    os.kill(keeper, signal.SIGKILL)
+    eventually(lambda: keeper_pid(proc.pid) not in (None, keeper), timeout=30, what="a new keeper")
+    r = requests.post(f"{url}/hooks/hooked", json=[event(9)], headers=headers, timeout=10)
+    assert r.status_code == 202
+    assert eventually(lambda: count(stores, "hooked") == 4, what="the event loaded after")
+
+
+def keeper_pid(parent: int) -> int | None:
+    """The pid of cxd-ingest's keeper process (a child running `cxd.ingest keeper`)."""
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            ppid = next(line for line in status.read_text().splitlines() if line.startswith("PPid"))
+            cmdline = (status.parent / "cmdline").read_bytes()
+        except (OSError, StopIteration):
+            continue
+        if int(ppid.split()[1]) == parent and b"keeper" in cmdline:
+            return int(status.parent.name)
+    return None
