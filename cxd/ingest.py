@@ -237,6 +237,8 @@ def main() -> None:
         settings.ingest_port,
         workers=workers,
         threads=threads,
+        inline=True,
+        reuse_port=True,  # a listening socket per worker: the kernel spreads connections evenly
         when_ready=lambda _arbiter: keeper_process.start(),
         on_exit=lambda _arbiter: keeper_process.stop(),
     )
