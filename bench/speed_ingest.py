@@ -157,6 +157,13 @@ def webhook_latency(env: dict, token: str, rate: int, seconds: float) -> tuple[d
     try:
         url = f"http://127.0.0.1:{port}/hooks/{DATASET}"
         wait_http(f"http://127.0.0.1:{port}/")
+        # steady state: the keeper process has started and done a round (its heartbeat)
+        client = redis.Redis.from_url(env["CXD_REDIS_URL"])
+        deadline = time.monotonic() + 60
+        while not client.hget(f"cxd:{{{DATASET}}}:health", "heartbeat_at"):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the cxd-ingest keeper did not start")
+            time.sleep(0.1)
         loaded = open_loop(url, token, rate, seconds)
         unloaded = open_loop(url, token, 100, min(seconds, 3.0))
         return loaded, unloaded
@@ -230,7 +237,7 @@ def main() -> int:
             ingest = subprocess.Popen(
                 [sys.executable, "-c",
                  "from cxd.httpserver import serve; from cxd.ingest import create_ingest_app;"
-                 f"serve(create_ingest_app, '127.0.0.1', {port}, threads=16)"],
+                 f"serve(create_ingest_app, '127.0.0.1', {port}, threads=16, inline=True)"],
                 env=env, cwd=ROOT,
             )  # fmt: skip
             url = f"http://127.0.0.1:{port}/hooks/{DATASET}"
