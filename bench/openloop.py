@@ -23,16 +23,12 @@ import socket
 import sys
 import time
 from collections import deque
+from pathlib import Path
 from urllib.parse import urlsplit
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-def percentile(values: list[float], pct: float) -> float:
-    """The ``pct`` percentile (nearest rank) of ``values``."""
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    rank = max(0, min(len(ordered) - 1, round(pct / 100 * len(ordered) + 0.5) - 1))
-    return ordered[rank]
+from bench.common import percentile  # noqa: E402
 
 
 class _Conn:

@@ -82,16 +82,21 @@ def _request_complete(sock) -> bool:
     return len(data) >= end + 4 + length
 
 
+def whole_number_setting(name: str, default: int) -> int:
+    """The whole number (1 or more) in environment variable ``name``, else ``default``."""
+    raw = os.environ.get(name, "").strip()
+    try:
+        value = int(raw) if raw else default
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigError(f"{name}={raw!r} must be a whole number, 1 or more")
+    return value
+
+
 def web_threads() -> int:
     """Threads per worker: ``CXD_WEB_THREADS`` [1000]."""
-    raw = os.environ.get("CXD_WEB_THREADS", "").strip()
-    try:
-        threads = int(raw) if raw else DEFAULT_THREADS
-    except ValueError:
-        threads = 0
-    if threads < 1:
-        raise ConfigError(f"CXD_WEB_THREADS={raw!r} must be a whole number of threads, 1 or more")
-    return threads
+    return whole_number_setting("CXD_WEB_THREADS", DEFAULT_THREADS)
 
 
 def serve(

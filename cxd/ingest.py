@@ -123,23 +123,16 @@ class ResidentPlugins:
 
 def ingest_workers() -> int:
     """Webhook receiver processes: ``CXD_INGEST_WORKERS`` [2]."""
-    return _whole_number("CXD_INGEST_WORKERS", DEFAULT_WORKERS)
+    from cxd.httpserver import whole_number_setting
+
+    return whole_number_setting("CXD_INGEST_WORKERS", DEFAULT_WORKERS)
 
 
 def ingest_threads() -> int:
     """Threads per webhook receiver process: ``CXD_INGEST_THREADS`` [16]."""
-    return _whole_number("CXD_INGEST_THREADS", DEFAULT_THREADS)
+    from cxd.httpserver import whole_number_setting
 
-
-def _whole_number(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    try:
-        value = int(raw) if raw else default
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise ConfigError(f"{name}={raw!r} must be a whole number, 1 or more")
-    return value
+    return whole_number_setting("CXD_INGEST_THREADS", DEFAULT_THREADS)
 
 
 class KeeperProcess:

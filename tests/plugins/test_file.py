@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import threading
@@ -15,7 +13,7 @@ import yaml
 from openpyxl import Workbook
 
 from tests.plugins.brokers import eventually, free_port
-from tests.plugins.sources import declare, raw_rows, run
+from tests.plugins.sources import declare, process_env, raw_rows, run, stop_process
 
 COLUMNS = [
     {"name": "sensor", "type": "text"},
@@ -180,15 +178,6 @@ def _start(args, env, log):
     return subprocess.Popen(args, env=env, stdout=log, stderr=log)
 
 
-def _stop(proc):
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 def test_cxd_ingest_watches_the_folder_and_loads_dropped_files(stores, settings, tmp_path):
     """No `cxd run`: cxd-ingest sees each file once it stopped growing and enqueues a run,
     an rq worker loads it; a bad file is quarantined with the reason."""
@@ -197,16 +186,7 @@ def test_cxd_ingest_watches_the_folder_and_loads_dropped_files(stores, settings,
     settings.config_file.write_text(
         yaml.safe_dump({"sources": [source(inbox, after="move", settle="0.5s")]})
     )
-    env = {
-        **os.environ,
-        "CXD_DATABASE_URL": settings.database_url,
-        "CXD_REDIS_URL": settings.redis_url,
-        "CXD_HOME": str(settings.home),
-        "CXD_CONFIG": str(settings.config_file),
-        "CXD_PLUGIN_DIR": str(settings.plugin_dir),
-        "CXD_INGEST_PORT": str(free_port()),
-        "CXD_INGEST_WORKERS": "1",
-    }
+    env = process_env(settings, CXD_INGEST_PORT=str(free_port()), CXD_INGEST_WORKERS="1")
     bindir = Path(sys.executable).parent
     log = open(tmp_path / "processes.log", "wb")  # noqa: SIM115
     ingest = _start([str(bindir / "cxd-ingest")], env, log)
@@ -241,6 +221,6 @@ def test_cxd_ingest_watches_the_folder_and_loads_dropped_files(stores, settings,
         assert watched and all(r["slot"].startswith("watch:") for r in watched)
         assert values(stores) == [("s1", 1.5), ("s1", 2.5), ("s2", 7.0)]  # nothing twice
     finally:
-        _stop(ingest)
-        _stop(worker)
+        stop_process(ingest)
+        stop_process(worker)
         log.close()

@@ -16,6 +16,7 @@ import yaml
 
 from query_router import run_query
 from tests.plugins.brokers import broker, eventually, free_port, publish, wait_for_port  # noqa: F401
+from tests.plugins.sources import process_env, stop_process
 
 pytestmark = pytest.mark.mqtt
 
@@ -47,16 +48,7 @@ def ingest_process(stores, settings, tmp_path, broker):  # noqa: F811
         source("plant", "mqtt", event_id="event_id", **mqtt),
     ]
     settings.config_file.write_text(yaml.safe_dump({"sources": sources}))
-    env = {
-        **os.environ,
-        "CXD_DATABASE_URL": settings.database_url,
-        "CXD_REDIS_URL": settings.redis_url,
-        "CXD_HOME": str(settings.home),
-        "CXD_CONFIG": str(settings.config_file),
-        "CXD_PLUGIN_DIR": str(settings.plugin_dir),
-        "CXD_INGEST_PORT": str(port),
-        "CXD_LOG_LEVEL": "INFO",
-    }
+    env = process_env(settings, CXD_INGEST_PORT=str(port), CXD_LOG_LEVEL="INFO")
     log = open(tmp_path / "ingest.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "cxd-ingest")], env=env, stdout=log, stderr=log
@@ -65,12 +57,7 @@ def ingest_process(stores, settings, tmp_path, broker):  # noqa: F811
         wait_for_port(port, timeout=60)
         yield f"http://127.0.0.1:{port}", proc
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         log.close()
 
 
