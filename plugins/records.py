@@ -153,7 +153,8 @@ def store_once(
         spec=spec,
         also=also,
     )
-    return Stored(done.ids, done.duplicates, done.replayed)
+    # a replay stored none of this request's records, whatever the first one held
+    return Stored(done.ids, len(records) if done.replayed else done.duplicates, done.replayed)
 
 
 def dead_letter_key(dataset: str) -> str:

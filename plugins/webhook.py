@@ -349,6 +349,11 @@ class HookFastPath:
         raw_length = environ.get("CONTENT_LENGTH")
         try:
             length = int(raw_length) if raw_length else None
+        except ValueError:
+            length = -1
+        try:
+            if length is not None and length < 0:
+                raise BadInput(f"Content-Length {raw_length!r} is not a number of bytes")
             status, body, headers = receive_request(
                 self.stores,
                 dataset,
@@ -361,8 +366,6 @@ class HookFastPath:
             status, body = exc.status, exc.to_dict()
             retry_after = getattr(exc, "retry_after", None)
             headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
-        except ValueError:
-            status, body, headers = 400, BadInput("Content-Length is not a number").to_dict(), {}
         except Exception:
             ref = uuid.uuid4().hex[:12]
             log.exception("unexpected error %s", ref)
