@@ -150,7 +150,7 @@ class KeeperProcess:
         self._thread: threading.Thread | None = None
 
     def _spawn(self) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "cxd.ingest", "keeper"])
+        return subprocess.Popen([sys.executable, "-m", "cxd.ingest", "keeper", str(os.getpid())])
 
     def start(self) -> None:
         """Start the keeper and a thread that restarts it whenever it exits."""
@@ -181,14 +181,26 @@ class KeeperProcess:
             proc.wait()
 
 
-def run_keeper() -> None:
-    """``cxd-ingest keeper``: only the keeper, until SIGTERM or SIGINT (the stores' URLs
-    come from the environment the parent cxd-ingest set)."""
+def run_keeper(parent: int | None = None) -> None:
+    """``cxd-ingest keeper [PARENT_PID]``: only the keeper, until SIGTERM or SIGINT, or until
+    process ``parent`` is gone (the stores' URLs come from the environment it set)."""
     settings = load_settings()
     logs.setup(settings.log_level, "cxd-ingest keeper")
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+    parent = parent or os.getppid()  # passed in: the parent may die while we import
+    import faulthandler
+
+    faulthandler.register(signal.SIGUSR1)  # kill -USR1: every thread's stack on stderr
+
+    def orphaned() -> None:  # cxd-ingest was killed (-9): do not run on without it
+        while not stop.wait(1.0):
+            if os.getppid() != parent:
+                log.warning("cxd-ingest is gone; the keeper stops")
+                stop.set()
+
+    threading.Thread(target=orphaned, name="cxd-keeper-parent", daemon=True).start()
     keeper(settings, stop)
 
 
@@ -197,7 +209,7 @@ def main() -> None:
     processes under gunicorn) and the keeper in a process of its own; ``cxd-ingest
     keeper`` runs only the keeper."""
     if sys.argv[1:2] == ["keeper"]:
-        run_keeper()
+        run_keeper(int(sys.argv[2]) if len(sys.argv) > 2 else None)
         return
     try:
         settings = load_settings()

@@ -136,6 +136,22 @@ def test_cxd_ingest_receives_webhooks_and_mqtt(
     assert r.status_code == 202
     assert eventually(lambda: count(stores, "hooked") == 4, what="the event loaded after")
 
+    # and it does not outlive cxd-ingest killed -9
+    keeper = keeper_pid(proc.pid)
+    proc.kill()
+    proc.wait()
+    eventually(lambda: not running(keeper), timeout=20, what="the orphaned keeper gone")
+
+
+def running(pid: int) -> bool:
+    """True while process ``pid`` exists and is not a zombie."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    state = next(line for line in status.splitlines() if line.startswith("State"))
+    return state.split()[1] not in ("Z", "X")
+
 
 def keeper_pid(parent: int) -> int | None:
     """The pid of cxd-ingest's keeper process (a child running `cxd.ingest keeper`)."""
