@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import subprocess
 import sys
 import threading
 
@@ -17,6 +19,8 @@ from cxd.stores import open_stores
 
 log = logging.getLogger(__name__)
 KEEPER_INTERVAL = 1.0
+DEFAULT_WORKERS = 2
+DEFAULT_THREADS = 16
 
 
 def create_ingest_app(config: dict | None = None) -> Flask:
@@ -28,9 +32,10 @@ def create_ingest_app(config: dict | None = None) -> Flask:
     )
     app.extensions["cxd.stores"] = stores
     web.install(app)
-    from plugins.webhook import hooks
+    from plugins.webhook import HookFastPath, hooks
 
     app.register_blueprint(hooks)
+    app.wsgi_app = HookFastPath(app.wsgi_app, stores)  # POST /hooks/<ds> without Flask
     return app
 
 
@@ -83,13 +88,16 @@ def prune_schedules(stores, specs) -> list[str]:
 
 class ResidentPlugins:
     """The resident plugins this cxd-ingest hosts: MQTT subscribers (started, restarted
-    and stopped as sources come, change and go) and the webhook receiver's heartbeat."""
+    and stopped as sources come, change and go), the file sources' folder watchers and
+    the webhook receiver's heartbeat."""
 
     def __init__(self, stores):
+        from plugins.file import FolderWatchers
         from plugins.mqtt import Subscribers
 
         self.stores = stores
         self.mqtt = Subscribers(stores)
+        self.folders = FolderWatchers(stores)
         self._beat = 0.0
 
     def sync(self, specs) -> None:
@@ -99,6 +107,7 @@ class ResidentPlugins:
         from plugins import health
 
         try:
+            self.folders.sync(specs)  # catches its own errors, one folder at a time
             self.mqtt.sync(specs)
         finally:
             if time.monotonic() - self._beat >= 5.0:
@@ -112,11 +121,100 @@ class ResidentPlugins:
         self.mqtt.stop_all()
 
 
+def ingest_workers() -> int:
+    """Webhook receiver processes: ``CXD_INGEST_WORKERS`` [2]."""
+    from cxd.httpserver import whole_number_setting
+
+    return whole_number_setting("CXD_INGEST_WORKERS", DEFAULT_WORKERS)
+
+
+def ingest_threads() -> int:
+    """Threads per webhook receiver process: ``CXD_INGEST_THREADS`` [16]."""
+    from cxd.httpserver import whole_number_setting
+
+    return whole_number_setting("CXD_INGEST_THREADS", DEFAULT_THREADS)
+
+
+class KeeperProcess:
+    """The keeper (:func:`keeper`) in a child process of its own, restarted if it dies.
+
+    The webhook receiver's processes answer requests only: draining the speed layer into
+    Postgres, registering schedules and the resident plugins (MQTT, folder watchers) would
+    otherwise compete with them for the interpreter lock and add milliseconds to answers.
+    """
+
+    def __init__(self, restart_delay: float = 1.0):
+        self.restart_delay = restart_delay
+        self.proc: subprocess.Popen | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _spawn(self) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "cxd.ingest", "keeper", str(os.getpid())])
+
+    def start(self) -> None:
+        """Start the keeper and a thread that restarts it whenever it exits."""
+        self.proc = self._spawn()
+        self._thread = threading.Thread(target=self._watch, name="cxd-keeper-watch", daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.5):
+            # gunicorn's arbiter reaps every child, ours too: poll() then reads 0
+            if self.proc is not None and self.proc.poll() is not None:
+                log.error("the ingest keeper exited (code %s); restarting it", self.proc.returncode)
+                if self._stop.wait(self.restart_delay):
+                    return
+                self.proc = self._spawn()
+
+    def stop(self, grace: float = 10.0) -> None:
+        """Stop the keeper (SIGTERM, then SIGKILL after ``grace`` seconds)."""
+        self._stop.set()
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def run_keeper(parent: int | None = None) -> None:
+    """``cxd-ingest keeper [PARENT_PID]``: only the keeper, until SIGTERM or SIGINT, or until
+    process ``parent`` is gone (the stores' URLs come from the environment it set)."""
+    settings = load_settings()
+    logs.setup(settings.log_level, "cxd-ingest keeper")
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    parent = parent or os.getppid()  # passed in: the parent may die while we import
+    import faulthandler
+
+    faulthandler.register(signal.SIGUSR1)  # kill -USR1: every thread's stack on stderr
+
+    def orphaned() -> None:  # cxd-ingest was killed (-9): do not run on without it
+        while not stop.wait(1.0):
+            if os.getppid() != parent:
+                log.warning("cxd-ingest is gone; the keeper stops")
+                stop.set()
+
+    threading.Thread(target=orphaned, name="cxd-keeper-parent", daemon=True).start()
+    keeper(settings, stop)
+
+
 def main() -> None:
-    """Entry point of ``cxd-ingest``."""
+    """Entry point of ``cxd-ingest``: the webhook receiver (``CXD_INGEST_WORKERS``
+    processes under gunicorn) and the keeper in a process of its own; ``cxd-ingest
+    keeper`` runs only the keeper."""
+    if sys.argv[1:2] == ["keeper"]:
+        run_keeper(int(sys.argv[2]) if len(sys.argv) > 2 else None)
+        return
     try:
         settings = load_settings()
         logs.setup(settings.log_level, "cxd-ingest")
+        workers, threads = ingest_workers(), ingest_threads()
         from cxd.bootstrap import prepare, sync_config
 
         settings = prepare(settings)
@@ -130,9 +228,7 @@ def main() -> None:
     os.environ["CXD_DATABASE_URL"] = settings.database_url
     os.environ["CXD_REDIS_URL"] = settings.redis_url
     log.info("%d source(s) declared in %s", len(specs), settings.config_file)
-
-    def post_worker_init(worker):
-        threading.Thread(target=keeper, args=(settings, threading.Event()), daemon=True).start()
+    keeper_process = KeeperProcess()
 
     from cxd.httpserver import serve
 
@@ -140,7 +236,17 @@ def main() -> None:
         f"cxd-ingest listening on http://{settings.host}:{settings.ingest_port}/hooks/<dataset>",
         flush=True,
     )
-    serve(create_ingest_app, settings.host, settings.ingest_port, post_worker_init=post_worker_init)
+    serve(
+        create_ingest_app,
+        settings.host,
+        settings.ingest_port,
+        workers=workers,
+        threads=threads,
+        inline=True,
+        reuse_port=True,  # a listening socket per worker: the kernel spreads connections evenly
+        when_ready=lambda _arbiter: keeper_process.start(),
+        on_exit=lambda _arbiter: keeper_process.stop(),
+    )
 
 
 if __name__ == "__main__":

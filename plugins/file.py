@@ -11,11 +11,15 @@
         format: csv                    # csv | json | ndjson | xlsx (default: from the suffix)
         settle: 2s                     # a file must stop growing for this long
         after: move                    # move: to done/ once loaded; keep: leave it in place
+        watch: true                    # cxd-ingest starts a run when a file arrives (default)
         done_dir: data/weather/done    # default <dir>/done
         quarantine_dir: data/weather/bad   # default <dir>/quarantine
 
 A file is identified by path, size, modification time and content hash; an identity
-already loaded is never loaded again. A file that cannot be parsed is moved to the
+already loaded is never loaded again. cxd-ingest watches the folder (:class:`FolderWatchers`,
+a poll about every second): when a new or changed file has stopped growing for ``settle``
+it enqueues a run of the source, which an rq worker executes; ``schedule:`` still works
+beside it (or alone, with ``watch: false``). A file that cannot be parsed is moved to the
 quarantine folder next to a ``<name>.reason`` text file, the run records the reason,
 and the other files still load.
 """
@@ -24,6 +28,8 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import json
+import logging
 import shutil
 import time
 from collections.abc import Iterator
@@ -45,6 +51,7 @@ from plugins.parse import (
 from plugins.settings import duration_problems
 
 AFTER = ("move", "keep")
+log = logging.getLogger(__name__)
 
 
 def file_identity(path: Path, content: bytes) -> str:
@@ -82,6 +89,8 @@ class FileSource(SourcePlugin):
         fmt = o.get("format")
         if fmt and fmt not in FORMATS:
             problems.append(f"options.format {fmt!r} is not one of {', '.join(FORMATS)}")
+        if not isinstance(o.get("watch", True), bool):
+            problems.append(f"options.watch must be true or false, not {o.get('watch')!r}")
         if o.get("after", "keep") not in AFTER:
             problems.append(f"options.after {o.get('after')!r} is not one of {', '.join(AFTER)}")
         problems += duration_problems(o, "settle")
@@ -236,3 +245,111 @@ class FileSource(SourcePlugin):
                 continue
             self.done_dir.mkdir(parents=True, exist_ok=True)
             shutil.move(str(path), _unique_target(self.done_dir, path.name))
+
+
+class FolderWatchers:
+    """The folders of every file source (``watch`` not false), polled by cxd-ingest.
+
+    Each :meth:`sync` (the keeper calls it about every second) lists the files each source's
+    glob matches and notes their size and modification time. A file that is new or changed,
+    whose size and time did not move since the previous poll and that is older than the
+    source's ``settle``, is *ready*; unless the source's cursor shows it loaded already, one
+    run of the source is enqueued for the ready files (slot ``watch:<their digest>``, so two
+    cxd-ingest processes watching one folder enqueue it once). The run itself keeps every
+    rule of a scheduled one: identity by path, size, mtime and hash, quarantine, move/keep.
+    """
+
+    def __init__(self, stores):
+        self.stores = stores
+        self.last: dict[str, dict[str, tuple[int, int]]] = {}  # source -> path -> last stat
+        self.handed: dict[str, dict[str, tuple[int, int]]] = {}  # stat a run was enqueued for
+        self.failed: dict[str, str] = {}  # source -> the problem reported once
+
+    def sync(self, specs) -> dict[str, int]:
+        """Poll every watched folder; return the runs enqueued, by source."""
+        wanted = {
+            s.name: s for s in specs if s.type == "file" and s.options.get("watch", True) is True
+        }
+        for name in list(self.last):
+            if name not in wanted:
+                self.last.pop(name, None)
+                self.handed.pop(name, None)
+        enqueued = {}
+        for name, spec in wanted.items():
+            try:
+                run_id = self.poll(spec)
+            except Exception as exc:  # one bad folder must not stop the others
+                if self.failed.get(name) != str(exc):
+                    self.failed[name] = str(exc)
+                    log.error("file source %s: watching its folder failed: %s", name, exc)
+                continue
+            self.failed.pop(name, None)
+            if run_id is not None:
+                enqueued[name] = run_id
+        return enqueued
+
+    def poll(self, spec) -> int | None:
+        """Look at one source's folder; enqueue a run when files are ready (its id)."""
+        from plugins.registry import plugin_for
+
+        plugin = plugin_for(spec, self.stores.settings.plugin_dir)
+        if not isinstance(plugin, FileSource):
+            return None
+        settle = seconds(plugin.options.get("settle", "1s"))
+        now = time.time()
+        current: dict[str, tuple[int, int]] = {}
+        ready = []
+        last = self.last.get(spec.name, {})
+        handed = self.handed.setdefault(spec.name, {})
+        for path in plugin.paths():
+            try:
+                stat = path.stat()
+            except FileNotFoundError:
+                continue
+            key = str(path.absolute())
+            current[key] = (stat.st_size, stat.st_mtime_ns)
+            if handed.get(key) == current[key]:
+                continue
+            unchanged = last.get(key) == current[key] or key not in last
+            if unchanged and now - stat.st_mtime >= settle:
+                ready.append(key)
+        self.last[spec.name] = current
+        for key in list(handed):
+            if key not in current:
+                del handed[key]  # moved to done/ or quarantine/, or deleted
+        if not ready:
+            return None
+        from batch.load import get_watermark
+
+        cursor = get_watermark(self.stores.db, spec.name).get("cursor") or {}
+        loaded = {tuple(i.split("|")[:3]) for i in cursor.get("seen", [])}
+        fresh = []
+        for key in ready:
+            size, mtime = current[key]
+            if (key, str(size), str(mtime)) in loaded:
+                handed[key] = current[key]
+            else:
+                fresh.append(key)
+        if not fresh or self._busy(spec.name):
+            return None  # nothing new, or a run is on its way: look again next round
+        from batch.jobs import enqueue_run
+
+        digest = hashlib.sha256(
+            json.dumps(sorted((k, current[k]) for k in fresh)).encode()
+        ).hexdigest()[:20]
+        run_id = enqueue_run(self.stores, spec.name, "incremental", slot=f"watch:{digest}")
+        for key in fresh:
+            handed[key] = current[key]
+        if run_id is not None:
+            log.info(
+                "file source %s: %d new file(s); run %s enqueued", spec.name, len(fresh), run_id
+            )
+        return run_id
+
+    def _busy(self, dataset: str) -> bool:
+        row = self.stores.db.fetchone(
+            "SELECT count(*) AS n FROM cxd.runs WHERE dataset = %s"
+            " AND status IN ('queued', 'fetching', 'ingesting')",
+            (dataset,),
+        )
+        return bool(row and row["n"])

@@ -44,7 +44,7 @@ from cxd.stores import Stores
 from plugins import health
 from plugins.base import SourcePlugin
 from plugins.exceptions import PluginConfigError
-from plugins.records import DEDUP_TTL, Busy, batch_problems, dead_letter, store_once
+from plugins.records import DEDUP_TTL, batch_problems, dead_letter, store_once
 
 log = logging.getLogger(__name__)
 
@@ -297,7 +297,7 @@ class Subscriber:
         while not self._stopping.is_set():
             try:
                 stored = store_once(self.stores.redis, spec, records, event_id=event_id, ttl=ttl)
-            except (TransientError, Busy, redis.RedisError) as exc:
+            except (TransientError, redis.RedisError) as exc:
                 # hold the message (unacknowledged) until it can be stored
                 self._error(f"cannot store a message from {topic} yet: {exc}")
                 self._stopping.wait(delay)

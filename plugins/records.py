@@ -6,6 +6,7 @@ import json
 import re
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -13,8 +14,7 @@ from typing import Any
 import redis
 
 from cxd.catalog import SourceSpec
-from cxd.errors import BadInput
-from speed.stream import append
+from speed.stream import DEDUP_TTL, append_once
 
 
 def _check_value(ctype: str, value: Any) -> str | None:
@@ -85,12 +85,18 @@ def record_problems(spec: SourceSpec, record: Any) -> list[dict[str, str]]:
 
 
 def batch_problems(
-    spec: SourceSpec, records: list[Any], event_id: str | None = None
+    spec: SourceSpec,
+    records: list[Any],
+    event_id: str | None = None,
+    check: Callable[[Any], list[dict[str, str]]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Every problem of a batch of pushed records as {index, field, reason}."""
+    """Every problem of a batch of pushed records as {index, field, reason}.
+
+    ``check(record)`` lists one record's problems (default :func:`record_problems`).
+    """
     bad = []
     for i, record in enumerate(records):
-        for problem in record_problems(spec, record):
+        for problem in check(record) if check else record_problems(spec, record):
             bad.append({"index": i, **problem})
         if event_id and isinstance(record, dict) and record.get(event_id) in (None, ""):
             if not any(b["index"] == i and b["field"] == event_id for b in bad):
@@ -101,57 +107,21 @@ def batch_problems(
 # --- storing once -----------------------------------------------------------------------
 #
 # A pushed event may arrive twice: a webhook sender retries after a timeout, an MQTT
-# broker redelivers an unacknowledged QoS 1 message after a reconnect. Each event id is
-# *claimed* (one atomic script over all ids of the request), the new events appended to
-# the speed layer, and the claims then *confirmed* ("done", kept for ``ttl``). A repeat
-# of a confirmed id is acknowledged but not stored again; a repeat that arrives while the
-# first is still being stored gets Busy (retry), so an event is never acknowledged before
-# it is in Redis. If the append fails the claims are released, so a retry stores it.
-
-_CLAIM = """
-local whole = ARGV[3] == '1'
-if whole and redis.call('GET', KEYS[1]) == 'done' then return {-1} end
-local out, busy = {}, false
-for i, k in ipairs(KEYS) do
-  local v = redis.call('GET', k)
-  if not v then out[i] = 0 elseif v == 'done' then out[i] = 1 else out[i] = 2; busy = true end
-end
-if busy then return out end
-for i, k in ipairs(KEYS) do
-  if out[i] == 0 then redis.call('SET', k, ARGV[2], 'PX', ARGV[1]) end
-end
-return out
-"""
-_SETTLE = """
-for _, k in ipairs(KEYS) do
-  if redis.call('GET', k) == ARGV[1] then
-    if ARGV[2] == '0' then redis.call('DEL', k) else redis.call('SET', k, 'done', 'PX', ARGV[2]) end
-  end
-end
-return 1
-"""
-CLAIM_TTL = 30.0
-DEDUP_TTL = 86400.0
-
-
-class Busy(BadInput):
-    """The same event id is being stored by another request right now; retry shortly."""
-
-    code = "in_progress"
-    status = 409
+# broker redelivers an unacknowledged QoS 1 message after a reconnect. The speed layer's
+# append script checks the event ids (and a request's Idempotency-Key), stores the new
+# events and records their ids in one atomic step (speed.stream.append_once), so a repeat
+# is acknowledged with the stream ids of the first time and never stored twice, even when
+# the process that stored it died before it could answer.
 
 
 @dataclass
 class Stored:
-    """What :func:`store_once` did: stream ids of the new events, and how many were repeats."""
+    """What :func:`store_once` did: the stream id of every record, how many were repeats,
+    and whether the whole request was a repeat (its Idempotency-Key was seen)."""
 
-    ids: list[str]
+    ids: list[str | None]
     duplicates: int
-
-
-def seen_key(dataset: str, kind: str, value: str) -> str:
-    """Key remembering that event (``kind`` ev) or request (``kind`` req) ``value`` was stored."""
-    return f"cxd:{{{dataset}}}:seen:{kind}:{value}"
+    replayed: bool = False
 
 
 def store_once(
@@ -162,57 +132,29 @@ def store_once(
     event_id: str | None = None,
     request_id: str | None = None,
     ttl: float = DEDUP_TTL,
+    also=None,
 ) -> Stored:
     """Append ``records`` to the speed layer, skipping events whose id was stored before.
 
     ``event_id`` names the record field holding each event's id; ``request_id`` (an
     Idempotency-Key) makes the whole batch one event. Returns once the new events are in
-    Redis. Raises :class:`Busy` when an id is being stored concurrently.
+    Redis. ``also(pipeline)`` adds the caller's bookkeeping to the same round trip.
     """
-    if not event_id and not request_id:
-        return Stored(_append(client, spec, records), 0)
-    keys: list[str] = [seen_key(spec.name, "req", request_id)] if request_id else []
-    owner: list[int | None] = [None] if request_id else []  # record index owning each key
-    first: set[str] = set()
-    for i, record in enumerate(records if event_id else ()):
-        key = seen_key(spec.name, "ev", str(record[event_id]))
-        if key in first:  # the same event twice in one request: the first one counts
-            continue
-        first.add(key)
-        keys.append(key)
-        owner.append(i)
-    token = f"pending:{uuid.uuid4().hex}"
-    state = _script(client, _CLAIM)(
-        keys=keys, args=[int(CLAIM_TTL * 1000), token, "1" if request_id else "0"]
+    done = append_once(
+        client,
+        spec.name,
+        records,
+        event_ids=[r.get(event_id) for r in records] if event_id else None,
+        request_id=request_id,
+        dedup_ttl=ttl,
+        key_columns=spec.key if spec.kind == "instantaneous" else (),
+        # the speed layer reads the dataset's speed: settings (backlog cap, durability,
+        # counters) from the spec
+        spec=spec,
+        also=also,
     )
-    if state == [-1]:
-        return Stored([], len(records))
-    if 2 in state:
-        raise Busy(
-            "an event with the same id is being stored right now; retry in a moment",
-            details={"retry_after": 1},
-        )
-    fresh = [owner[n] for n, s in enumerate(state) if s == 0 and owner[n] is not None]
-    new = [records[i] for i in sorted(fresh)] if event_id else records
-    claimed = [k for k, s in zip(keys, state, strict=True) if s == 0]
-    try:
-        ids = _append(client, spec, new)
-    except BaseException:
-        _script(client, _SETTLE)(keys=claimed, args=[token, 0])
-        raise
-    _script(client, _SETTLE)(keys=claimed, args=[token, int(ttl * 1000)])
-    return Stored(ids, len(records) - len(new))
-
-
-def _append(client: redis.Redis, spec: SourceSpec, records: list[dict[str, Any]]) -> list[str]:
-    key_columns = spec.key if spec.kind == "instantaneous" else ()
-    # the speed layer reads the dataset's speed: settings (backlog cap, durability,
-    # counters) from the spec
-    return append(client, spec.name, records, key_columns=key_columns, spec=spec)
-
-
-def _script(client: redis.Redis, body: str):
-    return client.register_script(body)  # EVALSHA, loading the script on first use
+    # a replay stored none of this request's records, whatever the first one held
+    return Stored(done.ids, len(records) if done.replayed else done.duplicates, done.replayed)
 
 
 def dead_letter_key(dataset: str) -> str:

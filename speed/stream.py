@@ -25,7 +25,9 @@ loader could commit and trim in between, and those events would be in neither pa
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -49,38 +51,109 @@ FIELD = b"d"
 DEFAULT_MAX_BACKLOG = 1_000_000
 RETRY_AFTER_SECONDS = 2
 
+# One script per append: the idempotency checks, the XADDs, the latest values, the counters
+# and the recording of the ids happen together or not at all, so a retried request can
+# never store an event twice, whatever died between its attempts.
+#
+# KEYS: 1 log, 2 backlog, 3 latest, 4 counters, 5 counters_at,
+#       6 the request's key (the log key when there is none), 7.. event-id keys
+# ARGV: 1 cap, 2 n records, 3 channel, 4 ttl ms, 5 '1' with a request key, 6 m latest
+#       entries, 7 c counter entries; then n x (payload, index of its event-id key or 0);
+#       then m x (owner, field, value); then c x (owner, counter, delta). An owner is the
+#       record an entry belongs to (it applies only if that record is new) or 0 (always).
 _APPEND = """
-local cap = tonumber(ARGV[1])
-local n = tonumber(ARGV[2])
-local m = tonumber(ARGV[3])
-local c = tonumber(ARGV[4])
-local backlog = tonumber(redis.call('GET', KEYS[2]) or '0')
-if cap > 0 and backlog + n > cap then
-  return redis.error_reply('CXDBACKPRESSURE ' .. backlog)
+local cap, n, ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[4]
+local m, c = tonumber(ARGV[6]), tonumber(ARGV[7])
+if ARGV[5] == '1' then
+  local answer = redis.call('GET', KEYS[6])
+  if answer then return {1, answer, 0} end
 end
-local base = 5
-local ids = {}
+local base = 7
+local fresh, ids, first, new = {}, {}, {}, 0
 for i = 1, n do
-  ids[i] = redis.call('XADD', KEYS[1], '*', 'd', ARGV[base + i])
-end
-redis.call('INCRBY', KEYS[2], n)
-base = base + n
-for i = 0, m - 1 do
-  redis.call('HSET', KEYS[3], ARGV[base + 2 * i + 1], ARGV[base + 2 * i + 2])
-end
-base = base + 2 * m
-if c > 0 then
-  local now = redis.call('TIME')
-  local at = tostring(tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000))
-  for i = 0, c - 1 do
-    redis.call('HINCRBYFLOAT', KEYS[4], ARGV[base + 2 * i + 1], ARGV[base + 2 * i + 2])
-    redis.call('HSET', KEYS[5], ARGV[base + 2 * i + 1], at)
+  local k = tonumber(ARGV[base + 2 * i])
+  if k == 0 then
+    fresh[i] = true
+    new = new + 1
+  elseif first[k] then
+    ids[i] = first[k]
+  else
+    local prior = redis.call('GET', KEYS[k])
+    if prior then
+      ids[i], first[k] = prior, prior
+    else
+      fresh[i], first[k] = true, i
+      new = new + 1
+    end
   end
 end
-redis.call('PUBLISH', ARGV[5], 'speed')
-return ids
+local backlog = tonumber(redis.call('GET', KEYS[2]) or '0')
+if cap > 0 and backlog + new > cap then
+  return redis.error_reply('CXDBACKPRESSURE ' .. backlog)
+end
+for i = 1, n do
+  if fresh[i] then
+    ids[i] = redis.call('XADD', KEYS[1], '*', 'd', ARGV[base + 2 * i - 1])
+    local k = tonumber(ARGV[base + 2 * i])
+    if k > 0 then
+      redis.call('SET', KEYS[k], ids[i], 'PX', ttl)
+      first[k] = ids[i]
+    end
+  end
+end
+for i = 1, n do
+  if type(ids[i]) == 'number' then ids[i] = ids[ids[i]] end
+end
+base = base + 2 * n
+if new > 0 then
+  redis.call('INCRBY', KEYS[2], new)
+  local fields, values = {}, {}
+  for j = 0, m - 1 do
+    local owner = tonumber(ARGV[base + 3 * j + 1])
+    if owner == 0 or fresh[owner] then
+      local f = ARGV[base + 3 * j + 2]
+      if values[f] == nil then fields[#fields + 1] = f end
+      values[f] = ARGV[base + 3 * j + 3]
+    end
+  end
+  for _, f in ipairs(fields) do redis.call('HSET', KEYS[3], f, values[f]) end
+  base = base + 3 * m
+  local at = nil
+  for j = 0, c - 1 do
+    local owner = tonumber(ARGV[base + 3 * j + 1])
+    if owner == 0 or fresh[owner] then
+      if at == nil then
+        local now = redis.call('TIME')
+        at = tostring(tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000))
+      end
+      redis.call('HINCRBYFLOAT', KEYS[4], ARGV[base + 3 * j + 2], ARGV[base + 3 * j + 3])
+      redis.call('HSET', KEYS[5], ARGV[base + 3 * j + 2], at)
+    end
+  end
+  redis.call('PUBLISH', ARGV[3], 'speed')
+end
+local answer = table.concat(ids, ',')
+if ARGV[5] == '1' then redis.call('SET', KEYS[6], answer, 'PX', ttl) end
+return {0, answer, new}
 """
 _APPEND_SHA: str | None = None
+DEDUP_TTL = 86400.0
+
+
+@dataclass
+class Appended:
+    """What :func:`append_once` did: the stream id of every record (a repeat gets the id it
+    was first stored under), how many were stored now, and whether the whole request was
+    a repeat of an earlier one (its ``request_id`` was seen)."""
+
+    ids: list[str | None]
+    stored: int
+    replayed: bool = False
+
+    @property
+    def duplicates(self) -> int:
+        """Records of the call that were not stored by it (stored before)."""
+        return len(self.ids) - self.stored
 
 
 def parse_id(stream_id: str | bytes) -> tuple[int, int]:
@@ -142,7 +215,13 @@ def counter_deltas(counters: dict[str, Any], records: Sequence[dict[str, Any]]) 
     return deltas
 
 
-def _run_append(client: redis.Redis, keys: list[str], args: list[Any], durable: bool) -> list[Any]:
+def _run_append(
+    client: redis.Redis,
+    keys: list[str],
+    args: list[Any],
+    durable: bool,
+    also: Callable[[Any], None] | None = None,
+) -> list[Any]:
     global _APPEND_SHA
     if _APPEND_SHA is None:
         _APPEND_SHA = client.script_load(_APPEND)
@@ -159,6 +238,8 @@ def _run_append(client: redis.Redis, keys: list[str], args: list[Any], durable: 
             from speed.durability import WAITAOF_TIMEOUT_MS
 
             pipe.execute_command("WAITAOF", 1, 0, WAITAOF_TIMEOUT_MS)
+        if also is not None:
+            also(pipe)  # the caller's own bookkeeping rides in the same round trip
         results = pipe.execute(raise_on_error=False)
         first = results[0]
         if isinstance(first, redis.exceptions.NoScriptError):
@@ -193,8 +274,47 @@ def append(
     ``max_backlog`` / ``durable`` override them. Raises Backpressure (503, ``retry_after``)
     when the unloaded backlog would pass the cap; nothing of the batch is stored then.
     """
+    done = append_once(
+        client,
+        dataset,
+        records,
+        key_columns=key_columns,
+        spec=spec,
+        max_backlog=max_backlog,
+        durable=durable,
+    )
+    return [i for i in done.ids if i is not None]
+
+
+_STREAM_ID = re.compile(r"^\d+-\d+$")
+
+
+def append_once(
+    client: redis.Redis,
+    dataset: str,
+    records: Sequence[dict[str, Any]],
+    *,
+    event_ids: Sequence[str | None] | None = None,
+    request_id: str | None = None,
+    dedup_ttl: float = DEDUP_TTL,
+    key_columns: Sequence[str] = (),
+    spec: SourceSpec | None = None,
+    max_backlog: int | None = None,
+    durable: bool | None = None,
+    also: Callable[[Any], None] | None = None,
+) -> Appended:
+    """:func:`append`, storing each event at most once; one atomic script.
+
+    ``event_ids`` (one per record, or None) names each event: an id stored before (within
+    ``dedup_ttl`` seconds), or earlier in the same call, is not stored again, and its record
+    gets the stream id it was first stored under. With ``request_id`` (an Idempotency-Key)
+    a repeat of the whole call stores nothing and gets the first call's ids back
+    (``replayed``). The check, the XADDs and the recording of the ids happen in one Lua
+    script, so no crash between steps can store an event twice or lose the record of it.
+    ``also(pipeline)`` may add the caller's own commands to the same round trip.
+    """
     if not records:
-        return []
+        return Appended([], 0)
     opts = speed_options(spec)
     if spec is not None and not key_columns and spec.kind == "instantaneous":
         key_columns = spec.key
@@ -208,27 +328,58 @@ def append(
             f"cap of {cap}; send smaller batches"
         )
     payloads = [_dumps(r) for r in records]
-    latest: dict[str, str] = {}
-    if key_columns:
-        for record, payload in zip(records, payloads, strict=True):
-            # once per key per batch: the last record of the batch wins
-            latest[entity_key(record, key_columns)] = payload
-    deltas = counter_deltas(opts["counters"], records)
     keys = [
         log_key(dataset),
         backlog_key(dataset),
         latest_key(dataset),
         counters_key(dataset),
         counters_at_key(dataset),
+        seen_key(dataset, "req", request_id) if request_id else log_key(dataset),
     ]
-    args: list[Any] = [cap or 0, len(payloads), len(latest), len(deltas), notify_channel(dataset)]
-    args += payloads
-    for pair in latest.items():
-        args += pair
-    for name, delta in deltas.items():
-        args += (name, repr(delta))
+    owners = [0] * len(records)  # the index (1-based, Lua) of each record's event-id key
+    if event_ids is not None:
+        slots: dict[str, int] = {}
+        for i, eid in enumerate(event_ids):
+            if eid is not None:
+                key = seen_key(dataset, "ev", str(eid))
+                if key not in slots:
+                    keys.append(key)
+                    slots[key] = len(keys)
+                owners[i] = slots[key]
+    dedup = event_ids is not None and any(owners)
+    # latest values and counters: pre-merged when every record will be stored, else one
+    # entry per record so the script applies only those of the records it stores
+    latest: list[tuple[int, str, bytes]] = []
+    if key_columns:
+        if dedup:
+            latest = [
+                (i + 1, entity_key(r, key_columns), p)
+                for i, (r, p) in enumerate(zip(records, payloads, strict=True))
+            ]
+        else:
+            merged = {entity_key(r, key_columns): p for r, p in zip(records, payloads, strict=True)}
+            latest = [(0, f, p) for f, p in merged.items()]  # once per key: the last wins
+    counts: list[tuple[int, str, str]] = []
+    if opts["counters"]:
+        if dedup:
+            for i, record in enumerate(records):
+                deltas = counter_deltas(opts["counters"], [record])
+                counts += [(i + 1, name, repr(d)) for name, d in deltas.items()]
+        else:
+            deltas = counter_deltas(opts["counters"], records)
+            counts = [(0, name, repr(d)) for name, d in deltas.items()]
+    args: list[Any] = [
+        cap or 0, len(payloads), notify_channel(dataset), int(dedup_ttl * 1000),
+        "1" if request_id else "0", len(latest), len(counts),
+    ]  # fmt: skip
+    for payload, owner in zip(payloads, owners, strict=True):
+        args += (payload, owner)
+    for entry in latest:
+        args += entry
+    for entry in counts:
+        args += entry
     try:
-        ids = _run_append(client, keys, args, durable)
+        replayed, answer, stored = _run_append(client, keys, args, durable, also)
     except redis.ResponseError as exc:
         if str(exc).startswith("CXDBACKPRESSURE"):
             waiting = int(str(exc).split()[1])
@@ -239,7 +390,15 @@ def append(
                 details={"backlog": waiting, "max_backlog": cap},
             ) from None
         raise
-    return [r.decode() if isinstance(r, bytes) else r for r in ids]
+    text = answer.decode() if isinstance(answer, bytes) else answer
+    ids = [i if _STREAM_ID.match(i) else None for i in text.split(",")] if text else []
+    return Appended(ids, int(stored), replayed=bool(replayed))
+
+
+def seen_key(dataset: str, kind: str, value: str) -> str:
+    """Key remembering that event (``kind`` ev) or request (``kind`` req) ``value`` was
+    stored, and under which stream id(s)."""
+    return f"cxd:{{{dataset}}}:seen:{kind}:{value}"
 
 
 def _as_time(value: Any) -> datetime | None:

@@ -3,6 +3,9 @@ stay out of the shared conftest): real source databases, declared sources, runs.
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import time
 import uuid
 from typing import Any
@@ -128,3 +131,26 @@ def doc_server():
     server = DocServer()
     yield server
     server.stop()
+
+
+def process_env(settings, **extra: str) -> dict[str, str]:
+    """The environment of a cxd process (cxd-ingest, a worker) on the test's stores."""
+    return {
+        **os.environ,
+        "CXD_DATABASE_URL": settings.database_url,
+        "CXD_REDIS_URL": settings.redis_url,
+        "CXD_HOME": str(settings.home),
+        "CXD_CONFIG": str(settings.config_file),
+        "CXD_PLUGIN_DIR": str(settings.plugin_dir),
+        **extra,
+    }
+
+
+def stop_process(proc) -> None:
+    """SIGTERM a process the test started; SIGKILL it if it is not gone in 20 s."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

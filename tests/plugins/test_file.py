@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
+import time
+from pathlib import Path
 
+import yaml
 from openpyxl import Workbook
 
-from tests.plugins.sources import declare, raw_rows, run
+from tests.plugins.brokers import eventually, free_port
+from tests.plugins.sources import declare, process_env, raw_rows, run, stop_process
 
 COLUMNS = [
     {"name": "sensor", "type": "text"},
@@ -160,3 +166,61 @@ def test_path_glob_still_works(stores, tmp_path):
     )
     assert run(stores, "readings")["rows_fetched"] == 1
     assert (folder / "x.csv").exists()
+
+
+def loaded(stores):
+    """The rows loaded so far ([] before the first run registered the dataset)."""
+    known = stores.db.fetchone("SELECT 1 AS ok FROM cxd.datasets WHERE name = 'readings'")
+    return values(stores) if known else []
+
+
+def _start(args, env, log):
+    return subprocess.Popen(args, env=env, stdout=log, stderr=log)
+
+
+def test_cxd_ingest_watches_the_folder_and_loads_dropped_files(stores, settings, tmp_path):
+    """No `cxd run`: cxd-ingest sees each file once it stopped growing and enqueues a run,
+    an rq worker loads it; a bad file is quarantined with the reason."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    settings.config_file.write_text(
+        yaml.safe_dump({"sources": [source(inbox, after="move", settle="0.5s")]})
+    )
+    env = process_env(settings, CXD_INGEST_PORT=str(free_port()), CXD_INGEST_WORKERS="1")
+    bindir = Path(sys.executable).parent
+    log = open(tmp_path / "processes.log", "wb")  # noqa: SIM115
+    ingest = _start([str(bindir / "cxd-ingest")], env, log)
+    worker = _start([str(bindir / "cxd"), "worker"], env, log)
+    try:
+        with open(inbox / "first.csv", "w") as growing:  # written in two steps
+            growing.write("sensor,at,value\ns1,2026-05-05T10:00:00Z,1.5\n")
+            growing.flush()
+            time.sleep(0.2)
+            growing.write("s1,2026-05-05T11:00:00Z,2.5\n")
+        eventually(lambda: len(loaded(stores)) == 2, timeout=60, what="the first file's rows")
+        assert values(stores) == [("s1", 1.5), ("s1", 2.5)]
+        eventually(lambda: (inbox / "done" / "first.csv").exists(), what="first.csv in done/")
+
+        (inbox / "second.ndjson").write_text(
+            '{"sensor": "s2", "at": "2026-05-05T10:00:00Z", "value": 7}\n'
+        )
+        (inbox / "broken.json").write_text("[{oops")
+        eventually(lambda: len(loaded(stores)) == 3, timeout=30, what="the second file's row")
+        reason = eventually(
+            lambda: (
+                (inbox / "quarantine" / "broken.json.reason").exists()
+                and (inbox / "quarantine" / "broken.json.reason").read_text()
+            ),
+            timeout=30,
+            what="broken.json quarantined",
+        )
+        assert "broken.json" in reason
+        watched = stores.db.fetchall(
+            "SELECT slot FROM cxd.runs WHERE dataset = 'readings' ORDER BY id"
+        )
+        assert watched and all(r["slot"].startswith("watch:") for r in watched)
+        assert values(stores) == [("s1", 1.5), ("s1", 2.5), ("s2", 7.0)]  # nothing twice
+    finally:
+        stop_process(ingest)
+        stop_process(worker)
+        log.close()

@@ -16,6 +16,7 @@ import yaml
 
 from query_router import run_query
 from tests.plugins.brokers import broker, eventually, free_port, publish, wait_for_port  # noqa: F401
+from tests.plugins.sources import process_env, stop_process
 
 pytestmark = pytest.mark.mqtt
 
@@ -47,16 +48,7 @@ def ingest_process(stores, settings, tmp_path, broker):  # noqa: F811
         source("plant", "mqtt", event_id="event_id", **mqtt),
     ]
     settings.config_file.write_text(yaml.safe_dump({"sources": sources}))
-    env = {
-        **os.environ,
-        "CXD_DATABASE_URL": settings.database_url,
-        "CXD_REDIS_URL": settings.redis_url,
-        "CXD_HOME": str(settings.home),
-        "CXD_CONFIG": str(settings.config_file),
-        "CXD_PLUGIN_DIR": str(settings.plugin_dir),
-        "CXD_INGEST_PORT": str(port),
-        "CXD_LOG_LEVEL": "INFO",
-    }
+    env = process_env(settings, CXD_INGEST_PORT=str(port), CXD_LOG_LEVEL="INFO")
     log = open(tmp_path / "ingest.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "cxd-ingest")], env=env, stdout=log, stderr=log
@@ -65,12 +57,7 @@ def ingest_process(stores, settings, tmp_path, broker):  # noqa: F811
         wait_for_port(port, timeout=60)
         yield f"http://127.0.0.1:{port}", proc
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         log.close()
 
 
@@ -139,3 +126,41 @@ def test_cxd_ingest_receives_webhooks_and_mqtt(
     assert health("plant")["messages"] == 2 and health("plant")["alive"] is True
     assert health("hooked")["messages"] == 4 and health("hooked")["errors"] == 2
     assert proc.poll() is None
+
+    # the keeper (loader, schedules, resident plugins) runs in a process of its own, and
+    # comes back if it dies
+    keeper = keeper_pid(proc.pid)
+    os.kill(keeper, signal.SIGKILL)
+    eventually(lambda: keeper_pid(proc.pid) not in (None, keeper), timeout=30, what="a new keeper")
+    r = requests.post(f"{url}/hooks/hooked", json=[event(9)], headers=headers, timeout=10)
+    assert r.status_code == 202
+    assert eventually(lambda: count(stores, "hooked") == 4, what="the event loaded after")
+
+    # and it does not outlive cxd-ingest killed -9
+    keeper = keeper_pid(proc.pid)
+    proc.kill()
+    proc.wait()
+    eventually(lambda: not running(keeper), timeout=20, what="the orphaned keeper gone")
+
+
+def running(pid: int) -> bool:
+    """True while process ``pid`` exists and is not a zombie."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    state = next(line for line in status.splitlines() if line.startswith("State"))
+    return state.split()[1] not in ("Z", "X")
+
+
+def keeper_pid(parent: int) -> int | None:
+    """The pid of cxd-ingest's keeper process (a child running `cxd.ingest keeper`)."""
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            ppid = next(line for line in status.read_text().splitlines() if line.startswith("PPid"))
+            cmdline = (status.parent / "cmdline").read_bytes()
+        except (OSError, StopIteration):
+            continue
+        if int(ppid.split()[1]) == parent and b"keeper" in cmdline:
+            return int(status.parent.name)
+    return None

@@ -97,6 +97,30 @@ def test_a_generated_file_plugin_loads_through_a_run(stores, settings, tmp_path)
     assert [(r["sensor"], r["value"]) for r in rows] == [("s1", 21.5), ("s2", 19.0)]
 
 
+def test_a_generated_webhook_plugin_cleans_what_cxd_ingest_receives(
+    stores, settings, ingest_client, auth
+):
+    from speed.stream import read_after
+
+    plugin_new("boiler", "--type", "webhook")
+    declare(stores, yaml.safe_load(discover(settings.plugin_dir)["boiler"].EXAMPLE))
+    body = [
+        {"device": "b1", "at": "2026-05-05T10:00:00Z", "fahrenheit": 212},
+        {"device": "b2", "at": "2026-05-05T10:00:01Z", "celsius": 20.5},
+    ]
+    r = ingest_client.post("/hooks/boiler", json=body, headers=auth("ingest"))
+    assert r.status_code == 202, r.get_json()
+    stored = [rec for _, rec in read_after(stores.redis, "boiler", "0-0")]
+    assert [(s["device"], s["celsius"]) for s in stored] == [("b1", 100.0), ("b2", 20.5)]
+    # a record the hook cannot clean is named, and nothing of the request is stored
+    bad = [body[1], {"device": "b3", "at": "2026-05-05T10:00:02Z", "fahrenheit": "hot"}]
+    r = ingest_client.post("/hooks/boiler", json=bad, headers=auth("ingest"))
+    assert r.status_code == 400
+    assert r.get_json()["error"]["details"]["records"][0]["index"] == 1
+    assert "could not be cleaned" in r.get_json()["error"]["message"]
+    assert len(read_after(stores.redis, "boiler", "0-0")) == 2
+
+
 def test_bad_names_and_existing_files_are_refused(tmp_path):
     out = cxd(
         "plugin",

@@ -138,37 +138,90 @@ def test_idempotency_key_makes_a_request_count_once(stores, ingest_client, auth)
     assert len(stored(stores)) == 3
 
 
-def test_a_failed_append_releases_the_claimed_ids(stores, ingest_client, auth, monkeypatch):
-    import plugins.records
-    from speed.exceptions import Backpressure
+def test_a_refused_append_records_no_ids_so_the_retry_stores(stores, ingest_client, auth):
+    from speed.loader import drain
 
-    declare(stores, options={"event_id": "event_id"})
-
-    def full(*args, **kwargs):
-        exc = Backpressure("the backlog of 'levels' is at its cap; retry later")
-        exc.retry_after = 2.5
-        raise exc
-
-    monkeypatch.setattr(plugins.records, "append", full)
-    r = ingest_client.post("/hooks/levels", json=[event(1)], headers=auth("ingest"))
-    assert r.status_code == 503
-    assert r.headers["Retry-After"] == "3"
-    assert backlog(stores.redis, "levels") == 0
-    monkeypatch.undo()
-    retry = ingest_client.post("/hooks/levels", json=[event(1)], headers=auth("ingest"))
+    declare(stores, options={"event_id": "event_id"}, speed={"max_backlog": 2})
+    assert (
+        ingest_client.post(
+            "/hooks/levels", json=[event(1), event(2)], headers=auth("ingest")
+        ).status_code
+        == 202
+    )
+    full = ingest_client.post("/hooks/levels", json=[event(3)], headers=auth("ingest"))
+    assert full.status_code == 503
+    assert full.headers["Retry-After"] == "2"
+    assert stores.redis.exists("cxd:{levels}:seen:ev:e3") == 0
+    assert drain(stores, "levels") == 2  # the loader catches up: the backlog is free again
+    retry = ingest_client.post("/hooks/levels", json=[event(3)], headers=auth("ingest"))
     assert retry.status_code == 202
     assert retry.get_json()["duplicates"] == 0
-    assert [r["event_id"] for r in stored(stores)] == ["e1"]
+    assert [r["event_id"] for r in stored(stores)][-1] == "e3"
 
 
-def test_a_repeat_while_the_first_is_being_stored_is_told_to_retry(stores, ingest_client, auth):
+def test_a_retry_after_a_lost_answer_gets_the_same_ids_and_stores_nothing(
+    stores, ingest_client, auth
+):
+    """The first attempt's append succeeded but its process died before it answered (here:
+    the receiver's own storing step, called directly): the sender's retry is answered with
+    the ids of the first attempt and nothing is stored twice."""
+    from plugins.records import store_once
+
+    spec = declare(stores, options={"event_id": "event_id"})
+    body = [event(1), event(2)]
+    first = store_once(stores.redis, spec, body, event_id="event_id", request_id="req-7")
+    retry = ingest_client.post(
+        "/hooks/levels", json=body, headers={**auth("ingest"), "Idempotency-Key": "req-7"}
+    )
+    assert retry.status_code == 202
+    assert retry.get_json()["ids"] == first.ids
+    assert retry.headers["Idempotent-Replayed"] == "true"
+    # without the key, the event ids alone find the same stream ids
+    again = ingest_client.post("/hooks/levels", json=body[::-1], headers=auth("ingest"))
+    assert again.get_json()["ids"] == first.ids[::-1]
+    assert again.get_json()["duplicates"] == 2
+    assert len(stored(stores)) == 2 and backlog(stores.redis, "levels") == 2
+
+
+def test_concurrent_repeats_store_once_and_all_get_the_same_ids(stores, ingest_client, auth):
+    from concurrent.futures import ThreadPoolExecutor
+
     declare(stores, options={"event_id": "event_id"})
-    stores.redis.set("cxd:{levels}:seen:ev:e1", "pending:other-request", px=30_000)
-    r = ingest_client.post("/hooks/levels", json=[event(1), event(2)], headers=auth("ingest"))
-    assert r.status_code == 409
-    assert r.headers["Retry-After"] == "1"
-    assert backlog(stores.redis, "levels") == 0
-    assert stores.redis.get("cxd:{levels}:seen:ev:e2") is None
+    headers = auth("ingest")
+    assert ingest_client.post("/hooks/levels", json=event(0), headers=headers).status_code == 202
+    body = [event(n) for n in range(1, 21)]
+
+    def post(k):
+        extra = {"Idempotency-Key": "burst"} if k % 2 else {}
+        return ingest_client.post("/hooks/levels", json=body, headers={**headers, **extra})
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(post, range(16)))
+    assert {a.status_code for a in answers} == {202}
+    assert len({tuple(a.get_json()["ids"]) for a in answers}) == 1
+    assert sum(a.get_json()["duplicates"] == 0 for a in answers) == 1
+    assert [r["event_id"] for r in stored(stores)] == [f"e{n}" for n in range(21)]
+    assert backlog(stores.redis, "levels") == 21
+
+
+def test_latest_values_and_counters_skip_repeated_events(stores, ingest_client, auth):
+    from speed.counters import get
+    from speed.stream import latest
+
+    declare(
+        stores,
+        kind="instantaneous",
+        key=["sensor"],
+        options={"event_id": "event_id"},
+        speed={"counters": {"total": {"by": "level"}}},
+    )
+    headers = auth("ingest")
+    ingest_client.post("/hooks/levels", json=[event(1), event(2)], headers=headers)
+    # e2 again with another level: a repeat changes neither the latest value nor the count
+    r = ingest_client.post("/hooks/levels", json=[event(3), event(2, level=99)], headers=headers)
+    assert r.get_json()["duplicates"] == 1
+    assert [v["level"] for v in latest(stores.redis, "levels")] == [3]
+    assert get(stores.redis, "levels", "total")["value"] == 6
 
 
 def test_per_source_token(stores, ingest_client, auth):

@@ -102,15 +102,16 @@ def redis_server_binary() -> str:
 class RedisServer:
     """A redis-server this test owns (so it may kill it)."""
 
-    def __init__(self, folder: Path, *args: str):
+    def __init__(self, folder: Path, *args: str, binary: str | None = None):
         self.folder = folder
         self.port = free_port()
         self.args = args
+        self.binary = binary or redis_server_binary()
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
              "--dir", str(self.folder), "--save", "", "--protected-mode", "no", *self.args],
             stdout=subprocess.DEVNULL,
         )  # fmt: skip
@@ -135,8 +136,8 @@ def redis_server(tmp_path):
     """Start a private redis-server with extra arguments: ``redis_server("--appendonly", "yes")``."""
     servers: list[RedisServer] = []
 
-    def start(*args: str) -> RedisServer:
-        server = RedisServer(tmp_path, *args)
+    def start(*args: str, binary: str | None = None) -> RedisServer:
+        server = RedisServer(tmp_path, *args, binary=binary)
         server.start()
         servers.append(server)
         return server

