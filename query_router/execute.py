@@ -29,7 +29,7 @@ from cxd.errors import TransientError
 from cxd.stores import Stores
 from query_router.exceptions import QueryError
 from query_router.plan import Plan
-from query_router.read_speed import note_watermark
+from query_router.read_speed import before_snapshot, note_frontier, note_watermark, window_dataset
 from query_router.rewrite_merge import ORDER, SPEED_PREFIX, unique_columns
 from query_router.speed_eval import typed
 from speed.stream import parse_id
@@ -236,11 +236,13 @@ def speed_rows_json(plan: Plan, name: str, watermark: str, scope: str = "") -> s
     view = plan.speed[name]
     if plan.layers[name] == "speed" and view.latest is not None:
         return json.dumps(view.latest, default=str, separators=(",", ":"))
-    start = bisect.bisect_right(view.ids, parse_id(watermark))
+    # a live window reads no raw row: every event above the frontier's W counts
+    live = plan.layers[name] == "speed"
+    start = 0 if live else bisect.bisect_right(view.ids, parse_id(watermark))
     keep = _in_range(plan, name)
     bounds = (plan.bounds.get(name), plan.equalities.get(name)) if keep else None
     last = view.entries[-1][0] if view.entries else None
-    memo = (scope, name, watermark, last, len(view.entries) - start, repr(bounds))
+    memo = (scope, name, watermark, live, last, len(view.entries) - start, repr(bounds))
     if memo in _encoded:
         return _encoded[memo]
     rows = [
@@ -257,6 +259,28 @@ def speed_rows_json(plan: Plan, name: str, watermark: str, scope: str = "") -> s
     return text
 
 
+def _marks_sql(plan: Plan, windows: list[str]) -> str:
+    """The snapshot's first statement: W per dataset, and raw's newest time of ``windows``."""
+    newest = " ".join(
+        f"WHEN {_literal(name)} THEN (SELECT max({_ident(plan.datasets[name].time_column)})"
+        f"::text FROM raw.{_ident(name)})"
+        for name in windows
+    )
+    return (
+        "SELECT dataset, stream_id, refreshed_at, "
+        + (f"CASE dataset {newest} END" if newest else "NULL::text")
+        + " FROM cxd.watermarks WHERE dataset = ANY(%s)"
+    )
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
 def execute(
     stores: Stores,
     plan: Plan,
@@ -266,22 +290,33 @@ def execute(
 ) -> dict[str, Any]:
     """Run a planned query in one snapshot; return columns, rows and the watermarks read."""
 
+    scope = stores.settings.database_url
+    windows = [n for n, spec in plan.datasets.items() if window_dataset(spec)]
+    marks_sql = _marks_sql(plan, windows)
+
     def work(conn: psycopg.Connection) -> dict[str, Any]:
+        before = {name: before_snapshot(stores.redis, name) for name in windows}
         with conn.cursor() as cur:
-            # the first statement takes the snapshot: W is read in it (invariant 1)
-            cur.execute(
-                "SELECT dataset, stream_id, refreshed_at FROM cxd.watermarks"
-                " WHERE dataset = ANY(%s)",
-                (list(plan.datasets),),
-            )
-            marks = {r[0]: {"stream_id": r[1], "refreshed_at": r[2]} for r in cur.fetchall()}
+            # the first statement takes the snapshot: W is read in it (invariant 1), and
+            # with it raw's newest time of datasets a live window may later skip raw for
+            cur.execute(marks_sql, (list(plan.datasets),))
+            marks = {
+                r[0]: {"stream_id": r[1], "refreshed_at": r[2], "max_time": r[3]}
+                for r in cur.fetchall()
+            }
+            for name in plan.datasets:
+                if name in marks:
+                    note_watermark(scope, name, marks[name]["stream_id"])
+            for name in windows:
+                if name in marks:
+                    mark = marks[name]
+                    note_frontier(scope, name, mark["stream_id"], mark["max_time"], before[name])
             args = []
             for name in plan.positional:
                 if name.startswith(SPEED_PREFIX):
                     dataset = name.removeprefix(SPEED_PREFIX)
                     w = marks.get(dataset, {}).get("stream_id", "0-0")
-                    note_watermark(stores.settings.database_url, dataset, w)
-                    args.append(speed_rows_json(plan, dataset, w, stores.settings.database_url))
+                    args.append(speed_rows_json(plan, dataset, w, scope))
                 else:
                     args.append(plan.bound.get(name))
             _prepare(cur, timeout_ms)

@@ -187,11 +187,16 @@ def explain(
             "speed_rows": (
                 len(view.latest)
                 if layer == "speed" and view.latest is not None
+                else len(view.entries)  # a live window: every event above the frontier's W
+                if layer == "speed"
                 else sum(1 for eid, _ in view.entries if parse_id(eid) > w)
                 if layer == "merge"
                 else 0
             ),
         }
+        if view.frontier is not None:
+            newest = view.frontier.max_time
+            datasets[name]["raw_newest_time"] = newest.isoformat() if newest else None
     return {
         "plan": plan.layer,
         "datasets": datasets,
