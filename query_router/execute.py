@@ -2,11 +2,14 @@
 while planning; now take one Postgres snapshot, read the watermark W in it, keep only
 the speed rows above W, and run the query as the SELECT-only analyst role.
 
-Analysts' SQL runs through a psycopg 3 server-side cursor: the statement is sent with
-the extended protocol as ``DECLARE ... CURSOR FOR <query>``, so Postgres itself refuses
-anything but one SELECT (a second statement, DO, COPY, SET, CALL are syntax errors),
-inside a READ ONLY transaction, after ``SET LOCAL ROLE cxd_analyst``, with a statement
-timeout and a row cap.
+Analysts' SQL is sent with the extended protocol (one statement per message) wrapped as
+``SELECT * FROM (<query>) AS _cxd_answer LIMIT <row cap + 1>``, so Postgres itself
+refuses anything but one SELECT (a second statement, DO, COPY, SET, CALL are syntax
+errors; a data-modifying WITH is not allowed in a subquery), inside a READ ONLY
+transaction, after ``SET LOCAL ROLE cxd_analyst``, with a statement timeout and a row
+cap. The wrapper, unlike a ``DECLARE ... CURSOR``, leaves Postgres free to scan raw with
+parallel workers. SQL that bypassed validation (:func:`run_as_analyst`) still runs as a
+server-side cursor: its text may end in a comment or a semicolon.
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ from __future__ import annotations
 import atexit
 import bisect
 import contextlib
-import json
 import os
 import queue
 import threading
@@ -30,8 +32,9 @@ from cxd.stores import Stores
 from query_router.exceptions import QueryError
 from query_router.plan import Plan
 from query_router.read_speed import before_snapshot, note_frontier, note_watermark, window_dataset
-from query_router.rewrite_merge import ORDER, SPEED_PREFIX, unique_columns
+from query_router.rewrite_merge import SPEED_PREFIX, speed_columns, unique_columns
 from query_router.speed_eval import typed
+from query_router.speed_rows import BinaryArray, register, row_arrays
 from speed.stream import parse_id
 
 ANALYST_ROLE = "cxd_analyst"
@@ -68,6 +71,7 @@ class _Pool:
                 conn.read_only = True
                 for name in ("interval", "time", "timetz"):  # as Postgres prints them (JSON-ready)
                     conn.adapters.register_loader(name, TextLoader)
+                register(conn)  # speed rows go as binary arrays
             try:
                 yield conn
             finally:
@@ -156,8 +160,14 @@ def _prepare(cur: psycopg.Cursor, timeout_ms: int) -> None:
     )
 
 
-def _run(conn: psycopg.Connection, sql: str, args: list, row_cap: int) -> dict[str, Any]:
-    cur = psycopg.RawServerCursor(conn, "cxd_query")
+def _run(
+    conn: psycopg.Connection, sql: str, args: list, row_cap: int, *, wrap: bool = False
+) -> dict[str, Any]:
+    if wrap:
+        cur = psycopg.RawCursor(conn)
+        sql = f"SELECT * FROM (\n{sql}\n) AS _cxd_answer LIMIT {int(row_cap) + 1}"
+    else:
+        cur = psycopg.RawServerCursor(conn, "cxd_query")
     try:
         STATS["postgres_queries"] += 1
         cur.execute(sql, args)
@@ -193,7 +203,8 @@ def run_as_analyst(
     return with_connection(stores, work)
 
 
-_encoded: dict[tuple, str] = {}  # last JSON of each dataset's speed rows (dashboards repeat)
+# last parameters of each dataset's speed rows (dashboards repeat)
+_encoded: dict[tuple, list[BinaryArray | str]] = {}
 
 
 def _in_range(plan: Plan, name: str):
@@ -231,11 +242,15 @@ def _in_range(plan: Plan, name: str):
     return keep
 
 
-def speed_rows_json(plan: Plan, name: str, watermark: str, scope: str = "") -> str:
-    """The dataset's speed rows above W (in the queried range), in stream order, as JSON."""
+def speed_row_params(
+    plan: Plan, name: str, watermark: str, scope: str = ""
+) -> list[BinaryArray | str]:
+    """The dataset's speed rows above W (in the queried range), in stream order, as one
+    array parameter per column and one of their order."""
     view = plan.speed[name]
+    columns = speed_columns(plan.datasets[name])
     if plan.layers[name] == "speed" and view.latest is not None:
-        return json.dumps(view.latest, default=str, separators=(",", ":"))
+        return row_arrays(columns, view.latest)
     # a live window reads no raw row: every event above the frontier's W counts
     live = plan.layers[name] == "speed"
     start = 0 if live else bisect.bisect_right(view.ids, parse_id(watermark))
@@ -243,20 +258,19 @@ def speed_rows_json(plan: Plan, name: str, watermark: str, scope: str = "") -> s
     bounds = (plan.bounds.get(name), plan.equalities.get(name)) if keep else None
     last = view.entries[-1][0] if view.entries else None
     memo = (scope, name, watermark, live, last, len(view.entries) - start, repr(bounds))
+    memo += (tuple(columns),)
     if memo in _encoded:
         return _encoded[memo]
     rows = [
-        {**rec, ORDER: i}
-        for i, ((_, rec), t) in enumerate(
-            zip(view.entries[start:], view.times[start:], strict=True)
-        )
+        rec
+        for (_, rec), t in zip(view.entries[start:], view.times[start:], strict=True)
         if keep is None or keep(t, rec)
     ]
-    text = json.dumps(rows, default=str, separators=(",", ":"))
+    params = row_arrays(columns, rows)
     if len(_encoded) > 64:
         _encoded.clear()
-    _encoded[memo] = text
-    return text
+    _encoded[memo] = params
+    return params
 
 
 def _marks_sql(plan: Plan, windows: list[str]) -> str:
@@ -311,16 +325,18 @@ def execute(
                 if name in marks:
                     mark = marks[name]
                     note_frontier(scope, name, mark["stream_id"], mark["max_time"], before[name])
-            args = []
+            args, arrays = [], {}
             for name in plan.positional:
                 if name.startswith(SPEED_PREFIX):
-                    dataset = name.removeprefix(SPEED_PREFIX)
-                    w = marks.get(dataset, {}).get("stream_id", "0-0")
-                    args.append(speed_rows_json(plan, dataset, w, scope))
+                    dataset, _, index = name.removeprefix(SPEED_PREFIX).rpartition("#")
+                    if dataset not in arrays:
+                        w = marks.get(dataset, {}).get("stream_id", "0-0")
+                        arrays[dataset] = speed_row_params(plan, dataset, w, scope)
+                    args.append(arrays[dataset][int(index)])
                 else:
                     args.append(plan.bound.get(name))
             _prepare(cur, timeout_ms)
-        result = _run(conn, plan.expression.sql(dialect="postgres"), args, row_cap)
+        result = _run(conn, plan.text(), args, row_cap, wrap=True)
         result["watermarks"] = marks
         return result
 

@@ -68,6 +68,14 @@ class Plan:
     notes: list[str] = field(default_factory=list)
     extra_columns: dict[str, list[str]] = field(default_factory=dict)  # e.g. _valid_from
 
+    sql_text: str | None = None  # ``expression`` as Postgres SQL, once generated
+
+    def text(self) -> str:
+        """The rewritten query as Postgres SQL (generated once)."""
+        if self.sql_text is None:
+            self.sql_text = self.expression.sql(dialect="postgres")
+        return self.sql_text
+
     @property
     def layer(self) -> str:
         """The plan as one word: batch, speed or merge."""

@@ -134,6 +134,22 @@ def usable_frontier(client: redis.Redis, scope: str, dataset: str) -> tuple[Fron
     return found, ""
 
 
+_earliest_memo: dict[int, tuple[list, object]] = {}
+
+
+def _earliest(times: list):
+    """The earliest of ``times`` (None if one is unknown), once per list (lists are never
+    changed in place: a new read makes a new list)."""
+    found = _earliest_memo.get(id(times))
+    if found is not None and found[0] is times:
+        return found[1]
+    value = None if None in times else min(times)
+    if len(_earliest_memo) > 64:
+        _earliest_memo.clear()
+    _earliest_memo[id(times)] = (times, value)
+    return value
+
+
 def is_live(spec) -> bool:
     """True for datasets fed through the speed layer."""
     return spec.type in LIVE_TYPES or bool(spec.speed)
@@ -152,7 +168,7 @@ def read_speed(plan: Plan, *, client: redis.Redis, scope: str = "") -> Plan:
             if view.entries and parse_id(view.entries[-1][0]) > parse_id(before):
                 view.high_water = view.entries[-1][0]
             if spec.time_column and view.entries:
-                view.min_time = None if None in view.times else min(view.times)
+                view.min_time = _earliest(view.times)
         if window_dataset(spec) and plan.bounds.get(name, (None, None))[0] is not None:
             view.frontier, view.no_frontier = usable_frontier(client, scope, name)
         plan.speed[name] = view

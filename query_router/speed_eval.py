@@ -123,8 +123,9 @@ def _predicate(cond: exp.Expression, plan: Plan, spec: SourceSpec):
         left, right = _predicate(cond.this, plan, spec), _predicate(cond.expression, plan, spec)
         return lambda row: left(row) and right(row)
     if isinstance(cond, exp.Between):
-        low = _predicate(exp.GTE(this=cond.this, expression=cond.args["low"]), plan, spec)
-        high = _predicate(exp.LTE(this=cond.this, expression=cond.args["high"]), plan, spec)
+        col, low, high = cond.this.copy(), cond.args["low"].copy(), cond.args["high"].copy()
+        low = _predicate(exp.GTE(this=col, expression=low), plan, spec)
+        high = _predicate(exp.LTE(this=col.copy(), expression=high), plan, spec)
         return lambda row: low(row) and high(row)
     if type(cond) not in _OPS:
         raise _Unsupported(cond.sql())
