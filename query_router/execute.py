@@ -3,7 +3,7 @@ while planning; now take one Postgres snapshot, read the watermark W in it, keep
 the speed rows above W, and run the query as the SELECT-only analyst role.
 
 Analysts' SQL is sent with the extended protocol (one statement per message) wrapped as
-``SELECT * FROM (<query>) AS _cxd_answer LIMIT <row cap + 1>``, so Postgres itself
+``SELECT * FROM (<query>) AS _cxd_answer``, so Postgres itself
 refuses anything but one SELECT (a second statement, DO, COPY, SET, CALL are syntax
 errors; a data-modifying WITH is not allowed in a subquery), inside a READ ONLY
 transaction, after ``SET LOCAL ROLE cxd_analyst``, with a statement timeout and a row
@@ -163,20 +163,32 @@ def _prepare(cur: psycopg.Cursor, timeout_ms: int) -> None:
 def _run(
     conn: psycopg.Connection, sql: str, args: list, row_cap: int, *, wrap: bool = False
 ) -> dict[str, Any]:
+    STATS["postgres_queries"] += 1
     if wrap:
+        # rows arrive in chunks and reading stops after the cap (psycopg then cancels the
+        # rest); no LIMIT, which would make Postgres plan for the first rows only
         cur = psycopg.RawCursor(conn)
-        sql = f"SELECT * FROM (\n{sql}\n) AS _cxd_answer LIMIT {int(row_cap) + 1}"
+        wrapped = f"SELECT * FROM (\n{sql}\n) AS _cxd_answer"
+        data = []
+        try:
+            for row in cur.stream(wrapped, args, size=2000):
+                data.append(row)
+                if len(data) > row_cap:
+                    break
+            if not data:  # a stream keeps no description without rows: ask for it alone
+                cur.execute(wrapped + " LIMIT 0", args)
+            description = cur.description
+        finally:
+            cur.close()
     else:
         cur = psycopg.RawServerCursor(conn, "cxd_query")
-    try:
-        STATS["postgres_queries"] += 1
-        cur.execute(sql, args)
-        columns = [
-            {"name": d.name, "type": _OID_TYPES.get(d.type_code, "text")} for d in cur.description
-        ]
-        data = cur.fetchmany(row_cap + 1)
-    finally:
-        cur.close()
+        try:
+            cur.execute(sql, args)
+            description = cur.description
+            data = cur.fetchmany(row_cap + 1)
+        finally:
+            cur.close()
+    columns = [{"name": d.name, "type": _OID_TYPES.get(d.type_code, "text")} for d in description]
     names = [c["name"] for c in columns]
     return {
         "columns": columns,
