@@ -17,6 +17,7 @@ from __future__ import annotations
 import atexit
 import bisect
 import contextlib
+import itertools
 import os
 import queue
 import threading
@@ -169,16 +170,15 @@ def _run(
         # rest); no LIMIT, which would make Postgres plan for the first rows only
         cur = psycopg.RawCursor(conn)
         wrapped = f"SELECT * FROM (\n{sql}\n) AS _cxd_answer"
-        data = []
+        rows = cur.stream(wrapped, args, size=2000)
         try:
-            for row in cur.stream(wrapped, args, size=2000):
-                data.append(row)
-                if len(data) > row_cap:
-                    break
+            data = list(itertools.islice(rows, row_cap + 1))
+            rows.close()
             if not data:  # a stream keeps no description without rows: ask for it alone
                 cur.execute(wrapped + " LIMIT 0", args)
             description = cur.description
         finally:
+            rows.close()
             cur.close()
     else:
         cur = psycopg.RawServerCursor(conn, "cxd_query")

@@ -74,6 +74,10 @@ def relation_sql(spec: SourceSpec, layer: str, position: int | None, extra=()) -
                 f"(SELECT DISTINCT ON ({keys}) {nulls}, 1 + {ORDER} AS {ORDER} FROM {speed}"
                 f" ORDER BY {keys}, {ORDER} DESC)"
             )
+        elif not instant:
+            # no row replaces another: a plain UNION ALL, which Postgres flattens into one
+            # append of both sides (filters pushed into each, no projection in between)
+            return f"SELECT {raw_cols} FROM {raw} UNION ALL SELECT {nulls} FROM {speed}"
         else:
             raw_part = f"SELECT {raw_cols}, 0 AS {ORDER} FROM {raw}"
             speed_part = f"SELECT {nulls}, 1 + {ORDER} AS {ORDER} FROM {speed}"
