@@ -42,8 +42,7 @@ from cxd.stores import open_stores  # noqa: E402
 from query_router import run_query  # noqa: E402
 from query_router.execute import ROW_CAP  # noqa: E402
 from query_router.saved import run_saved, save_query  # noqa: E402
-from speed.keys import latest_key, log_key  # noqa: E402
-from speed.stream import append  # noqa: E402
+from speed.stream import append, forget  # noqa: E402
 
 DAY0 = datetime(2026, 5, 4, tzinfo=UTC)
 KEYS = [f"m{i:03d}" for i in range(100)]
@@ -130,8 +129,8 @@ def main() -> int:
             save_source(stores.db, spec)
             register_dataset(stores.db, spec)
             specs[spec.name] = spec
-        for key in (log_key("bench_ev"), latest_key("bench_latest"), log_key("bench_latest")):
-            stores.redis.delete(key)
+        for dataset in ("bench_ev", "bench_latest"):  # every key, the backlog count too
+            forget(stores.redis, dataset)
         started = time.perf_counter()
         raw = list(rows(args.raw, DAY0, timedelta(days=2), rng))
         for i in range(0, len(raw), 200_000):
@@ -273,8 +272,8 @@ def main() -> int:
             )  # fmt: skip
         )
     finally:
-        for key in (log_key("bench_ev"), latest_key("bench_latest"), log_key("bench_latest")):
-            stores.redis.delete(key)
+        for dataset in ("bench_ev", "bench_latest"):  # every key, the backlog count too
+            forget(stores.redis, dataset)
         stores.close()
         from query_router.execute import close_pools
 
