@@ -387,3 +387,14 @@ def test_live_window_relative_to_now(corpus, monkeypatch):
         assert live["freshness"]["plan"] == "speed", live["freshness"]
         assert live["rows"] == [{"origin": "A"}]
         assert counted.total() == before
+
+
+def test_routed_answer_stops_at_the_row_cap_and_the_connection_stays_usable(corpus):
+    from query_router.router import execute_plan, plan_query
+
+    sql = "SELECT origin, n FROM weather, generate_series(1, 20000) AS n"
+    capped = execute_plan(corpus, plan_query(corpus, sql), row_cap=10)
+    assert len(capped["rows"]) == 10 and capped["truncated"] is True
+    empty = run_query(corpus, "SELECT origin FROM weather WHERE temp > 1000")
+    assert empty["rows"] == [] and [c["name"] for c in empty["columns"]] == ["origin"]
+    assert run_query(corpus, "SELECT count(*) AS n FROM weather")["rows"] == [{"n": 5}]
