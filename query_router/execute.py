@@ -42,6 +42,8 @@ ANALYST_ROLE = "cxd_analyst"
 STATEMENT_TIMEOUT_MS = 30_000
 ROW_CAP = 100_000
 
+# rows per chunk of a streamed answer (chunked reads need libpq 17; row by row before)
+CHUNK_ROWS = 2000 if psycopg.pq.version() >= 170000 else 1
 STATS = {"postgres_queries": 0}  # analyst statements sent to Postgres by this process
 
 _OID_TYPES = {
@@ -170,7 +172,7 @@ def _run(
         # rest); no LIMIT, which would make Postgres plan for the first rows only
         cur = psycopg.RawCursor(conn)
         wrapped = f"SELECT * FROM (\n{sql}\n) AS _cxd_answer"
-        rows = cur.stream(wrapped, args, size=2000)
+        rows = cur.stream(wrapped, args, size=CHUNK_ROWS)
         try:
             data = list(itertools.islice(rows, row_cap + 1))
             rows.close()
