@@ -18,6 +18,7 @@ import json
 import os
 import pickle
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from typing import Any
@@ -42,21 +43,36 @@ class Listener:
     def __init__(self, client: redis.Redis):
         self.client = client
         self.pubsub = client.pubsub(ignore_subscribe_messages=True)
-        self.pubsub.psubscribe(notify_channel("*"))
         self.lock = threading.Lock()
+        self.heard: dict[str, int] = {}  # batch loads announced since this process subscribed
+        self.errors = 0  # failed polls: announcements may have been missed
+        self.pubsub.psubscribe(notify_channel("*"))
+        # announcements count from the moment Redis confirms the subscription
+        deadline = time.monotonic() + 2.0
+        with self.lock:
+            while not self.pubsub.subscribed and time.monotonic() < deadline:
+                self._apply(self.pubsub.get_message(timeout=0.1))
+
+    def _apply(self, message: dict | None) -> None:
+        if message is not None and message.get("data") in (b"batch", "batch"):
+            channel = message["channel"]
+            channel = channel.decode() if isinstance(channel, bytes) else channel
+            dataset = channel[channel.index("{") + 1 : channel.rindex("}")]
+            self.heard[dataset] = self.heard.get(dataset, 0) + 1
+            bump(self.client, dataset)
 
     def poll(self) -> None:
         """Apply every change announcement that has arrived (never blocks)."""
         with self.lock:
             while True:
-                message = self.pubsub.get_message(timeout=0)
+                try:
+                    message = self.pubsub.get_message(timeout=0)
+                except redis.RedisError:
+                    self.errors += 1
+                    raise
                 if message is None:
                     return
-                if message.get("data") in (b"batch", "batch"):
-                    channel = message["channel"]
-                    channel = channel.decode() if isinstance(channel, bytes) else channel
-                    dataset = channel[channel.index("{") + 1 : channel.rindex("}")]
-                    bump(self.client, dataset)
+                self._apply(message)
 
 
 _listeners: dict[tuple[int, str], Listener] = {}
@@ -71,6 +87,19 @@ def listener(client: redis.Redis) -> Listener:
         if key not in _listeners:
             _listeners[key] = Listener(client)
         return _listeners[key]
+
+
+def announced(client: redis.Redis, dataset: str) -> tuple[int, int] | None:
+    """(failed polls, batch loads of ``dataset`` announced) as this process heard them;
+    None when it is not listening. Equal values at two moments: no load was announced."""
+    try:
+        heard = listener(client)
+        heard.poll()
+    except redis.RedisError:
+        return None
+    if not heard.pubsub.subscribed:
+        return None
+    return heard.errors, heard.heard.get(dataset, 0)
 
 
 def bump(client: redis.Redis, dataset: str) -> None:

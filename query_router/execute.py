@@ -2,11 +2,14 @@
 while planning; now take one Postgres snapshot, read the watermark W in it, keep only
 the speed rows above W, and run the query as the SELECT-only analyst role.
 
-Analysts' SQL runs through a psycopg 3 server-side cursor: the statement is sent with
-the extended protocol as ``DECLARE ... CURSOR FOR <query>``, so Postgres itself refuses
-anything but one SELECT (a second statement, DO, COPY, SET, CALL are syntax errors),
-inside a READ ONLY transaction, after ``SET LOCAL ROLE cxd_analyst``, with a statement
-timeout and a row cap.
+Analysts' SQL is sent with the extended protocol (one statement per message) wrapped as
+``SELECT * FROM (<query>) AS _cxd_answer``, so Postgres itself
+refuses anything but one SELECT (a second statement, DO, COPY, SET, CALL are syntax
+errors; a data-modifying WITH is not allowed in a subquery), inside a READ ONLY
+transaction, after ``SET LOCAL ROLE cxd_analyst``, with a statement timeout and a row
+cap. The wrapper, unlike a ``DECLARE ... CURSOR``, leaves Postgres free to scan raw with
+parallel workers. SQL that bypassed validation (:func:`run_as_analyst`) still runs as a
+server-side cursor: its text may end in a comment or a semicolon.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from __future__ import annotations
 import atexit
 import bisect
 import contextlib
-import json
+import itertools
 import os
 import queue
 import threading
@@ -29,15 +32,18 @@ from cxd.errors import TransientError
 from cxd.stores import Stores
 from query_router.exceptions import QueryError
 from query_router.plan import Plan
-from query_router.read_speed import note_watermark
-from query_router.rewrite_merge import ORDER, SPEED_PREFIX, unique_columns
+from query_router.read_speed import before_snapshot, note_frontier, note_watermark, window_dataset
+from query_router.rewrite_merge import SPEED_PREFIX, speed_columns, unique_columns
 from query_router.speed_eval import typed
+from query_router.speed_rows import BinaryArray, register, row_arrays
 from speed.stream import parse_id
 
 ANALYST_ROLE = "cxd_analyst"
 STATEMENT_TIMEOUT_MS = 30_000
 ROW_CAP = 100_000
 
+# rows per chunk of a streamed answer (chunked reads need libpq 17; row by row before)
+CHUNK_ROWS = 2000 if psycopg.pq.version() >= 170000 else 1
 STATS = {"postgres_queries": 0}  # analyst statements sent to Postgres by this process
 
 _OID_TYPES = {
@@ -68,6 +74,7 @@ class _Pool:
                 conn.read_only = True
                 for name in ("interval", "time", "timetz"):  # as Postgres prints them (JSON-ready)
                     conn.adapters.register_loader(name, TextLoader)
+                register(conn)  # speed rows go as binary arrays
             try:
                 yield conn
             finally:
@@ -156,17 +163,34 @@ def _prepare(cur: psycopg.Cursor, timeout_ms: int) -> None:
     )
 
 
-def _run(conn: psycopg.Connection, sql: str, args: list, row_cap: int) -> dict[str, Any]:
-    cur = psycopg.RawServerCursor(conn, "cxd_query")
-    try:
-        STATS["postgres_queries"] += 1
-        cur.execute(sql, args)
-        columns = [
-            {"name": d.name, "type": _OID_TYPES.get(d.type_code, "text")} for d in cur.description
-        ]
-        data = cur.fetchmany(row_cap + 1)
-    finally:
-        cur.close()
+def _run(
+    conn: psycopg.Connection, sql: str, args: list, row_cap: int, *, wrap: bool = False
+) -> dict[str, Any]:
+    STATS["postgres_queries"] += 1
+    if wrap:
+        # rows arrive in chunks and reading stops after the cap (psycopg then cancels the
+        # rest); no LIMIT, which would make Postgres plan for the first rows only
+        cur = psycopg.RawCursor(conn)
+        wrapped = f"SELECT * FROM (\n{sql}\n) AS _cxd_answer"
+        rows = cur.stream(wrapped, args, size=CHUNK_ROWS)
+        try:
+            data = list(itertools.islice(rows, row_cap + 1))
+            rows.close()
+            if not data:  # a stream keeps no description without rows: ask for it alone
+                cur.execute(wrapped + " LIMIT 0", args)
+            description = cur.description
+        finally:
+            rows.close()
+            cur.close()
+    else:
+        cur = psycopg.RawServerCursor(conn, "cxd_query")
+        try:
+            cur.execute(sql, args)
+            description = cur.description
+            data = cur.fetchmany(row_cap + 1)
+        finally:
+            cur.close()
+    columns = [{"name": d.name, "type": _OID_TYPES.get(d.type_code, "text")} for d in description]
     names = [c["name"] for c in columns]
     return {
         "columns": columns,
@@ -193,7 +217,8 @@ def run_as_analyst(
     return with_connection(stores, work)
 
 
-_encoded: dict[tuple, str] = {}  # last JSON of each dataset's speed rows (dashboards repeat)
+# last parameters of each dataset's speed rows (dashboards repeat)
+_encoded: dict[tuple, list[BinaryArray | str]] = {}
 
 
 def _in_range(plan: Plan, name: str):
@@ -231,30 +256,57 @@ def _in_range(plan: Plan, name: str):
     return keep
 
 
-def speed_rows_json(plan: Plan, name: str, watermark: str, scope: str = "") -> str:
-    """The dataset's speed rows above W (in the queried range), in stream order, as JSON."""
+def speed_row_params(
+    plan: Plan, name: str, watermark: str, scope: str = ""
+) -> list[BinaryArray | str]:
+    """The dataset's speed rows above W (in the queried range), in stream order, as one
+    array parameter per column and one of their order."""
     view = plan.speed[name]
+    columns = speed_columns(plan.datasets[name])
     if plan.layers[name] == "speed" and view.latest is not None:
-        return json.dumps(view.latest, default=str, separators=(",", ":"))
-    start = bisect.bisect_right(view.ids, parse_id(watermark))
+        return row_arrays(columns, view.latest)
+    # a live window reads no raw row: every event above the frontier's W counts
+    live = plan.layers[name] == "speed"
+    start = 0 if live else bisect.bisect_right(view.ids, parse_id(watermark))
     keep = _in_range(plan, name)
     bounds = (plan.bounds.get(name), plan.equalities.get(name)) if keep else None
     last = view.entries[-1][0] if view.entries else None
-    memo = (scope, name, watermark, last, len(view.entries) - start, repr(bounds))
+    memo = (scope, name, watermark, live, last, len(view.entries) - start, repr(bounds))
+    memo += (tuple(columns),)
     if memo in _encoded:
         return _encoded[memo]
     rows = [
-        {**rec, ORDER: i}
-        for i, ((_, rec), t) in enumerate(
-            zip(view.entries[start:], view.times[start:], strict=True)
-        )
+        rec
+        for (_, rec), t in zip(view.entries[start:], view.times[start:], strict=True)
         if keep is None or keep(t, rec)
     ]
-    text = json.dumps(rows, default=str, separators=(",", ":"))
+    params = row_arrays(columns, rows)
     if len(_encoded) > 64:
         _encoded.clear()
-    _encoded[memo] = text
-    return text
+    _encoded[memo] = params
+    return params
+
+
+def _marks_sql(plan: Plan, windows: list[str]) -> str:
+    """The snapshot's first statement: W per dataset, and raw's newest time of ``windows``."""
+    newest = " ".join(
+        f"WHEN {_literal(name)} THEN (SELECT max({_ident(plan.datasets[name].time_column)})"
+        f"::text FROM raw.{_ident(name)})"
+        for name in windows
+    )
+    return (
+        "SELECT dataset, stream_id, refreshed_at, "
+        + (f"CASE dataset {newest} END" if newest else "NULL::text")
+        + " FROM cxd.watermarks WHERE dataset = ANY(%s)"
+    )
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 def execute(
@@ -266,26 +318,39 @@ def execute(
 ) -> dict[str, Any]:
     """Run a planned query in one snapshot; return columns, rows and the watermarks read."""
 
+    scope = stores.settings.database_url
+    windows = [n for n, spec in plan.datasets.items() if window_dataset(spec)]
+    marks_sql = _marks_sql(plan, windows)
+
     def work(conn: psycopg.Connection) -> dict[str, Any]:
+        before = {name: before_snapshot(stores.redis, name) for name in windows}
         with conn.cursor() as cur:
-            # the first statement takes the snapshot: W is read in it (invariant 1)
-            cur.execute(
-                "SELECT dataset, stream_id, refreshed_at FROM cxd.watermarks"
-                " WHERE dataset = ANY(%s)",
-                (list(plan.datasets),),
-            )
-            marks = {r[0]: {"stream_id": r[1], "refreshed_at": r[2]} for r in cur.fetchall()}
-            args = []
+            # the first statement takes the snapshot: W is read in it (invariant 1), and
+            # with it raw's newest time of datasets a live window may later skip raw for
+            cur.execute(marks_sql, (list(plan.datasets),))
+            marks = {
+                r[0]: {"stream_id": r[1], "refreshed_at": r[2], "max_time": r[3]}
+                for r in cur.fetchall()
+            }
+            for name in plan.datasets:
+                if name in marks:
+                    note_watermark(scope, name, marks[name]["stream_id"])
+            for name in windows:
+                if name in marks:
+                    mark = marks[name]
+                    note_frontier(scope, name, mark["stream_id"], mark["max_time"], before[name])
+            args, arrays = [], {}
             for name in plan.positional:
                 if name.startswith(SPEED_PREFIX):
-                    dataset = name.removeprefix(SPEED_PREFIX)
-                    w = marks.get(dataset, {}).get("stream_id", "0-0")
-                    note_watermark(stores.settings.database_url, dataset, w)
-                    args.append(speed_rows_json(plan, dataset, w, stores.settings.database_url))
+                    dataset, _, index = name.removeprefix(SPEED_PREFIX).rpartition("#")
+                    if dataset not in arrays:
+                        w = marks.get(dataset, {}).get("stream_id", "0-0")
+                        arrays[dataset] = speed_row_params(plan, dataset, w, scope)
+                    args.append(arrays[dataset][int(index)])
                 else:
                     args.append(plan.bound.get(name))
             _prepare(cur, timeout_ms)
-        result = _run(conn, plan.expression.sql(dialect="postgres"), args, row_cap)
+        result = _run(conn, plan.text(), args, row_cap, wrap=True)
         result["watermarks"] = marks
         return result
 

@@ -4,6 +4,10 @@ predicates (``>=``, ``>``, ``<``, ``<=``, ``=``, ``BETWEEN`` with literals or pa
 Only conjuncts of the WHERE of the SELECT that reads the dataset count, so a bound is
 always safe: rows outside it cannot change the answer. A dataset read in several places
 gets the union of their ranges; anything not understood leaves that end unbounded.
+
+``now()`` / ``current_timestamp`` minus an interval literal bounds a range from below only,
+at the moment the query was planned: Postgres's now() is the later start of its
+transaction, so the range it reads starts no earlier than the one recorded here.
 """
 
 from __future__ import annotations
@@ -53,6 +57,12 @@ def _value(node: exp.Expression, plan: Plan) -> datetime | None:
     return None
 
 
+def _now_lower(node: exp.Expression, plan: Plan) -> datetime | None:
+    from query_router.speed_eval import now_relative
+
+    return now_relative(node, plan.now)
+
+
 def _sources(select: exp.Select) -> list[exp.Expression]:
     from_ = select.args.get("from_") or select.args.get("from")
     sources = [from_.this] if from_ is not None else []
@@ -95,7 +105,8 @@ def occurrence_bounds(
     flipped = {exp.GT: exp.LT, exp.GTE: exp.LTE, exp.LT: exp.GT, exp.LTE: exp.GTE, exp.EQ: exp.EQ}
     for cond in _conjuncts(select.args["where"].this):
         if isinstance(cond, exp.Between) and _is_column_of(cond.this, table, column, alone):
-            low, high = _value(cond.args["low"], plan), _value(cond.args["high"], plan)
+            low = _value(cond.args["low"], plan) or _now_lower(cond.args["low"], plan)
+            high = _value(cond.args["high"], plan)
             if low is not None:
                 lower = _tighten(lower, Bound(low, True), lower=True)
             if high is not None:
@@ -110,6 +121,8 @@ def occurrence_bounds(
         if not _is_column_of(left, table, column, alone):
             continue
         value = _value(right, plan)
+        if value is None and kind in (exp.GT, exp.GTE):
+            value = _now_lower(right, plan)
         if value is None:
             continue
         if kind in (exp.GT, exp.GTE, exp.EQ):

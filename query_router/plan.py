@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlglot import exp
@@ -19,6 +20,16 @@ class Bound:
 
 
 @dataclass
+class Frontier:
+    """What raw held for one dataset in a past snapshot, as this process last read it."""
+
+    watermark: str  # W in that snapshot
+    max_time: Any  # newest time-column value in raw then (None: no row had one)
+    taken: float  # time.monotonic() just before the snapshot was taken
+    announced: tuple[int, int]  # cache.announced() just before the snapshot
+
+
+@dataclass
 class SpeedView:
     """What the speed layer held for one dataset when the router read it (Redis first)."""
 
@@ -30,6 +41,9 @@ class SpeedView:
     min_time: Any = None  # earliest time-column value among the entries (None: unknown)
     ids: list[tuple[int, int]] = field(default_factory=list)  # entries' ids, parsed
     times: list[Any] = field(default_factory=list)  # entries' time-column values, parsed
+    # set when the entries hold every event raw gained since ``frontier`` (see choose_layer)
+    frontier: Frontier | None = None
+    no_frontier: str = ""  # why ``frontier`` is None, for plan notes
 
 
 @dataclass
@@ -37,6 +51,7 @@ class Plan:
     """Everything known about one query on its way from text to execution."""
 
     sql: str
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))  # now() of the query
     expression: exp.Expression | None = None
     logical: exp.Expression | None = None  # the bound query before datasets were rewritten
     params: list[dict[str, Any]] = field(default_factory=list)
@@ -52,6 +67,14 @@ class Plan:
     positional: list[str] = field(default_factory=list)  # driver parameter order ($1, $2, ...)
     notes: list[str] = field(default_factory=list)
     extra_columns: dict[str, list[str]] = field(default_factory=dict)  # e.g. _valid_from
+
+    sql_text: str | None = None  # ``expression`` as Postgres SQL, once generated
+
+    def text(self) -> str:
+        """The rewritten query as Postgres SQL (generated once)."""
+        if self.sql_text is None:
+            self.sql_text = self.expression.sql(dialect="postgres")
+        return self.sql_text
 
     @property
     def layer(self) -> str:

@@ -1,7 +1,8 @@
 """Pass 6: each dataset reference becomes a subquery over the layer(s) the plan chose.
 
 - batch: the raw table;
-- merge: raw rows plus the speed rows above W, bound as one JSON parameter. Where raw
+- merge: raw rows plus the speed rows above W, bound as one array per column
+  (:mod:`query_router.speed_rows`). Where raw
   keeps one row per key (a declared key), a speed row replaces the raw row of its key
   and the last speed row of a key wins, exactly as the loader will merge them later;
 - speed: the speed rows (the latest value per entity for instantaneous datasets).
@@ -19,14 +20,19 @@ from sqlglot import exp
 from cxd.catalog import SourceSpec
 from query_router.plan import Plan
 from query_router.resolve_datasets import dataset_tables
+from query_router.speed_rows import ORDER, unnest_sql
 
-ORDER = "__cxd_ord"  # position of a speed row in the stream (later wins)
 SPEED_PREFIX = "__cxd_speed_"
 
 
-def speed_param(dataset: str) -> str:
-    """Name of the bound parameter carrying a dataset's speed rows."""
-    return f"{SPEED_PREFIX}{dataset}"
+def speed_param(dataset: str, index: int) -> str:
+    """Name of the bound parameter carrying column ``index`` of a dataset's speed rows."""
+    return f"{SPEED_PREFIX}{dataset}#{index}"
+
+
+def speed_columns(spec: SourceSpec) -> list[tuple[str, str]]:
+    """(name, type) of the columns a dataset's speed rows are bound with."""
+    return [(c.name, c.type) for c in spec.columns]
 
 
 def unique_columns(spec: SourceSpec) -> list[str]:
@@ -47,8 +53,7 @@ def relation_sql(spec: SourceSpec, layer: str, position: int | None, extra=()) -
     raw_cols = ", ".join([cols, *(_q(c) for c in extra)])
     nulls = ", ".join([cols, *(f"CAST(NULL AS timestamptz) AS {_q(c)}" for c in extra)])
     raw = f'raw."{spec.name}"'
-    typed = ", ".join([*(f"{_q(c.name)} {c.type}" for c in spec.columns), f"{ORDER} bigint"])
-    speed = f"jsonb_to_recordset(CAST(${position} AS jsonb)) AS _s({typed})"
+    speed = unnest_sql(speed_columns(spec), position) if position else ""
     instant = spec.kind == "instantaneous"
     if layer == "batch":
         body = f"SELECT {raw_cols}, _seq AS {ORDER} FROM {raw}" if instant else None
@@ -69,6 +74,10 @@ def relation_sql(spec: SourceSpec, layer: str, position: int | None, extra=()) -
                 f"(SELECT DISTINCT ON ({keys}) {nulls}, 1 + {ORDER} AS {ORDER} FROM {speed}"
                 f" ORDER BY {keys}, {ORDER} DESC)"
             )
+        elif not instant:
+            # no row replaces another: a plain UNION ALL, which Postgres flattens into one
+            # append of both sides (filters pushed into each, no projection in between)
+            return f"SELECT {raw_cols} FROM {raw} UNION ALL SELECT {nulls} FROM {speed}"
         else:
             raw_part = f"SELECT {raw_cols}, 0 AS {ORDER} FROM {raw}"
             speed_part = f"SELECT {nulls}, 1 + {ORDER} AS {ORDER} FROM {speed}"
@@ -95,8 +104,9 @@ def rewrite_merge(plan: Plan) -> Plan:
     positions: dict[str, int] = {}
     for name, layer in plan.layers.items():
         if layer != "batch":
-            plan.positional.append(speed_param(name))
-            positions[name] = len(plan.positional)
+            positions[name] = len(plan.positional) + 1
+            columns = len(speed_columns(plan.datasets[name])) + 1  # and the stream order
+            plan.positional += [speed_param(name, i) for i in range(columns)]
     relations = {
         name: _parsed(
             relation_sql(

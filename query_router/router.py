@@ -4,6 +4,7 @@ then execution in the order invariant 1 needs (Redis first, then one Postgres sn
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from functools import partial
@@ -11,7 +12,7 @@ from typing import Any
 
 from cxd.catalog import SourceSpec, list_sources
 from cxd.stores import Stores
-from query_router.bind_params import bind_params, check_declarations
+from query_router.bind_params import bind_params, bind_values, check_declarations, used_params
 from query_router.choose_layer import choose_layer
 from query_router.exceptions import QueryError
 from query_router.execute import ROW_CAP, execute
@@ -70,6 +71,41 @@ def rules(specs: dict[str, SourceSpec], stores: Stores) -> tuple:
     )
 
 
+# The last two passes' output depends only on the query's shape: its text, declarations,
+# the layers chosen and the datasets' declarations. Dashboards repeat a few shapes, so
+# this process keeps the rewritten tree and its SQL text per shape (the trees are shared,
+# never changed after planning).
+_rewritten: dict[tuple, tuple] = {}
+REWRITTEN_ENTRIES = 256
+
+
+def _shape(plan: Plan) -> tuple:
+    return (
+        plan.sql,
+        json.dumps(plan.params, sort_keys=True, default=str),
+        tuple(sorted(plan.layers.items())),
+        tuple(sorted((k, tuple(v)) for k, v in plan.extra_columns.items() if k in plan.datasets)),
+        tuple(repr(plan.datasets[name]) for name in sorted(plan.datasets)),
+    )
+
+
+def _reuse_rewrite(plan: Plan) -> bool:
+    """Finish ``plan`` from a rewrite of the same shape, if this process has one."""
+    found = _rewritten.get(_shape(plan))
+    if found is None:
+        return False
+    plan.expression, plan.logical, positional, used, plan.sql_text = found
+    plan.positional = list(positional)
+    plan.bound = bind_values(plan.params, plan.values, used)
+    return True
+
+
+def _keep_rewrite(plan: Plan, shape: tuple, used: set[str]) -> None:
+    if len(_rewritten) >= REWRITTEN_ENTRIES:
+        _rewritten.clear()
+    _rewritten[shape] = (plan.expression, plan.logical, tuple(plan.positional), used, plan.text())
+
+
 def plan_query(
     stores: Stores,
     sql: str,
@@ -82,8 +118,15 @@ def plan_query(
         specs, extra = catalog(stores, refresh=attempt == 1)
         plan = Plan(sql=sql, params=declared, values=dict(values or {}), extra_columns=extra)
         try:
+            shape, used = None, set()
             for rule in rules(specs, stores):
+                if rule is bind_params:
+                    if _reuse_rewrite(plan):
+                        return plan
+                    shape, used = _shape(plan), used_params(plan)
                 plan = rule(plan)
+            if shape is not None:
+                _keep_rewrite(plan, shape, used)
             return plan
         except QueryError as exc:
             if attempt or (exc.details or {}).get("construct") != "table":
@@ -187,11 +230,16 @@ def explain(
             "speed_rows": (
                 len(view.latest)
                 if layer == "speed" and view.latest is not None
+                else len(view.entries)  # a live window: every event above the frontier's W
+                if layer == "speed"
                 else sum(1 for eid, _ in view.entries if parse_id(eid) > w)
                 if layer == "merge"
                 else 0
             ),
         }
+        if view.frontier is not None:
+            newest = view.frontier.max_time
+            datasets[name]["raw_newest_time"] = newest.isoformat() if newest else None
     return {
         "plan": plan.layer,
         "datasets": datasets,

@@ -21,6 +21,12 @@ from query_router.exceptions import QueryError
 from query_router.router import explain, plan_query, run_query
 
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+# the clock moves without any data changing: answers that read it are never cached
+CLOCK = re.compile(
+    r"\b(now|current_timestamp|current_date|current_time|localtimestamp|localtime"
+    r"|clock_timestamp|statement_timestamp|transaction_timestamp|timeofday)\b",
+    re.IGNORECASE,
+)
 MIRROR = "cxd:queries"  # Redis hash: name -> definition (JSON)
 _FAMILIES = [
     {"integer", "bigint", "smallint"},
@@ -169,7 +175,8 @@ def _values(q: dict[str, Any], values: dict[str, Any] | None) -> dict[str, Any]:
 def run_saved(
     stores: Stores, name: str, values: dict[str, Any] | None = None, *, fresh: bool = False
 ) -> dict[str, Any]:
-    """Answer saved query ``name`` with ``values``: from the cache if no data changed since.
+    """Answer saved query ``name`` with ``values``: from the cache if no data changed since
+    (never for SQL that reads the clock, such as ``now() - interval '5 seconds'``).
 
     ``fresh`` skips the cache lookup (the answer is still cached): a refresh at the
     query's interval must see loads that announced nothing.
@@ -178,13 +185,15 @@ def run_saved(
     bound = _values(q, values)
     state = cache.data_state(stores.redis, q["datasets"])
     key = cache.cache_key(name, q["sql"], bound, state)
-    hit = None if fresh else cache.get(stores.redis, key)
+    clock = bool(CLOCK.search(q["sql"]))
+    hit = None if fresh or clock else cache.get(stores.redis, key)
     if hit is not None:
         hit["freshness"]["cached"] = True
         return hit
     result = run_query(stores, q["sql"], q["params"], bound)
     result["freshness"]["cached"] = False
-    cache.put(stores.redis, key, result)
+    if not clock:
+        cache.put(stores.redis, key, result)
     return result
 
 

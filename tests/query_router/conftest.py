@@ -10,6 +10,7 @@ import pytest
 from batch.load import load_rows
 from batch.tables import register_dataset
 from cxd.catalog import parse_source, save_source
+from query_router.read_speed import forget_speed_state
 from query_router.router import forget_catalog
 from speed.stream import append
 
@@ -66,6 +67,13 @@ SITES = {
     ],
     "key": ["site"],
 }
+
+
+@pytest.fixture(autouse=True)
+def fresh_router_process():
+    """Each test's database starts empty, as if this process had never read one."""
+    forget_speed_state()
+    yield
 
 
 @pytest.fixture

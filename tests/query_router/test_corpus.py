@@ -114,3 +114,23 @@ def test_legitimate_sql_is_answered(corpus, client, auth):
         if r.status_code != 200 or body["freshness"]["plan"] not in ("batch", "speed", "merge"):
             refused.append((sql, r.status_code, body))
     assert refused == []
+
+
+def test_catalog_reads_that_bypass_validation_show_names_at_most(corpus):
+    """Postgres lets every role read most of its catalog; as the analyst, what a catalog
+    read returns is names, never data of cxd's own tables or other sessions' SQL."""
+    outcome = {}
+    for sql in CATALOG:
+        try:
+            outcome[sql] = run_as_analyst(corpus, sql, timeout_ms=2000)["rows"]
+        except CxdError as exc:
+            outcome[sql] = exc.details.get("sqlstate") if exc.details else exc.message
+    cxd_columns = "SELECT table_name FROM information_schema.columns WHERE table_schema = 'cxd'"
+    assert outcome[cxd_columns] == []  # information_schema lists only readable tables
+    assert outcome["SELECT CAST('cxd.tokens' AS regclass)"] == "42501"  # no USAGE on cxd
+    assert outcome["SELECT has_table_privilege('cxd.tokens', 'SELECT')"] == "42501"
+    assert outcome["SELECT pg_get_viewdef('pg_roles')"] == "42501"
+    activity = outcome["SELECT * FROM pg_catalog.pg_stat_activity"]
+    assert activity and {r["query"] for r in activity} <= {None, "", "<insufficient privilege>"}
+    roles = outcome["SELECT * FROM pg_catalog.pg_roles"]
+    assert {r["rolpassword"] for r in roles} <= {None, "********"}

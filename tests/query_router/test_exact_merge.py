@@ -1,16 +1,18 @@
 """Invariant 1 at query time: every acknowledged event is counted exactly once in every
 answer, whatever the loader did (loaded, died after commit before trimming, trimmed).
 
-A Hypothesis state machine produces events, loads batches with the speed loader, kills
-the loader between commit and trim, trims, and asks random saved queries with random
-parameters; every answer is compared with the same SQL over a plain Postgres table
-holding all acknowledged events. ``CXD_SOAK=1`` runs it longer.
+A Hypothesis state machine produces events (old, and live ones newer than any before),
+loads batches with the speed loader, kills the loader between commit and trim, trims,
+loads rows around the stream (announced), and asks random saved queries with random
+parameters and live windows just before the newest event; every answer is compared with the same SQL over a
+plain Postgres table holding all acknowledged events. ``CXD_SOAK=1`` runs it longer.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import HealthCheck, settings
@@ -19,7 +21,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, rule, run_sta
 
 from batch.load import get_watermark, load_rows
 from cxd.catalog import get_source
-from query_router import run_query
+from query_router import cache, run_query
+from query_router.read_speed import forget_speed_state
 from query_router.saved import run_saved, save_query
 from speed.keys import log_key
 from speed.loader import drain
@@ -79,7 +82,22 @@ QUERIES = {
         "SELECT k FROM ev WHERE t < :hi UNION SELECT k FROM sites",
         [{"name": "hi", **TS}],
     ),
+    # live windows: a range starting near the newest events (speed only when raw has none)
+    "recent": (
+        "SELECT k, count(*) AS n, sum(v) AS s, max(t) AS last FROM ev WHERE t > :since GROUP BY k",
+        [{"name": "since", **TS}],
+    ),
+    "recent_rows": (
+        "SELECT k, t, v FROM ev WHERE t >= :since AND k = :k",
+        [{"name": "since", **TS}, {"name": "k", "type": "text"}],
+    ),
+    "recent_minutes": (
+        "SELECT date_trunc('minute', t) AS m, avg(v) AS a, min(v) AS lo FROM ev"
+        " WHERE t >= :since GROUP BY 1 ORDER BY 1 DESC LIMIT 3",
+        [{"name": "since", **TS}],
+    ),
 }
+LIVE_FROM = BASE + timedelta(minutes=121)  # live events come after every old one
 times = st.integers(min_value=0, max_value=120).map(lambda m: BASE + timedelta(minutes=m))
 values = {
     "lo": times,
@@ -140,15 +158,44 @@ class MergeMachine(RuleBasedStateMachine):
         stores.db.execute("TRUNCATE raw.ev, public.ref_ev")
         stores.db.execute("UPDATE cxd.watermarks SET stream_id = '0-0' WHERE dataset = 'ev'")
         stores.redis.delete(log_key("ev"))
+        forget_speed_state()  # a fresh database: as if this process had never read one
         self.spec = get_source(stores.db, "ev")
+        self.clock = LIVE_FROM
 
-    @rule(batch=events)
-    def produce(self, batch):
-        append(self.stores.redis, "ev", batch)  # acknowledged once this returns
+    def _remember(self, batch):
         with self.stores.db.cursor() as cur:
             cur.executemany(
                 "INSERT INTO public.ref_ev (k, t, v) VALUES (%(k)s, %(t)s, %(v)s)", batch
             )
+
+    @rule(batch=events)
+    def produce(self, batch):
+        append(self.stores.redis, "ev", batch)  # acknowledged once this returns
+        self._remember(batch)
+
+    @rule(batch=events, step=st.integers(min_value=0, max_value=90))
+    def produce_live(self, batch, step):
+        """Events newer than every event so far (seconds apart), as a live source sends."""
+        for event in batch:
+            self.clock += timedelta(seconds=step)
+            event["t"] = self.clock.isoformat()
+        append(self.stores.redis, "ev", batch)
+        self._remember(batch)
+
+    @rule(batch=events, live=st.booleans())
+    def load_around_the_stream(self, batch, live):
+        """Rows loaded into raw without the stream (a backfill), announced as loads are."""
+        if live:
+            for event in batch:
+                event["t"] = (self.clock - timedelta(seconds=30)).isoformat()
+        heard = cache.announced(self.stores.redis, "ev")
+        load_rows(self.stores.db, self.spec, batch)
+        self._remember(batch)
+        self.stores.redis.publish("cxd:{ev}:changed", "batch")
+        for _ in range(200):  # the announcement has reached this process's listener
+            if cache.announced(self.stores.redis, "ev") != heard:
+                break
+            time.sleep(0.005)
 
     @rule(batch_size=st.integers(min_value=1, max_value=10))
     def load(self, batch_size):
@@ -174,10 +221,31 @@ class MergeMachine(RuleBasedStateMachine):
         w = get_watermark(self.stores.db, "ev")["stream_id"]
         self.stores.redis.xtrim(log_key("ev"), minid=w, approximate=False)
 
+    @rule(
+        name=st.sampled_from(["recent", "recent_rows", "recent_minutes"]),
+        back=st.integers(min_value=-30, max_value=180),
+        k=st.sampled_from(KEYS),
+    )
+    def query_live_window(self, name, back, k):
+        """A dashboard's live window, just before the newest event (not cached)."""
+        sql, params = QUERIES[name]
+        bound = {"since": self.clock - timedelta(seconds=back), "k": k}
+        bound = {p["name"]: bound[p["name"]] for p in params}
+        result = run_query(self.stores, sql, params, bound)
+        plan = result["freshness"]["plan"] + "+live"
+        MergeMachine.plans[plan] = MergeMachine.plans.get(plan, 0) + 1
+        assert answer(result) == reference(self.stores, sql, params, bound), result["freshness"]
+
     @rule(name=st.sampled_from(sorted(QUERIES)), data=st.data())
     def query(self, name, data):
         sql, params = QUERIES[name]
-        bound = {p["name"]: data.draw(values[p["name"]], label=p["name"]) for p in params}
+        since = st.integers(min_value=-600, max_value=60).map(
+            lambda s: self.clock + timedelta(seconds=s)
+        )
+        bound = {
+            p["name"]: data.draw(since if p["name"] == "since" else values[p["name"]], p["name"])
+            for p in params
+        }
         result = run_saved(self.stores, name, bound)
         plan = result["freshness"]["plan"] + ("+cached" if result["freshness"]["cached"] else "")
         MergeMachine.plans[plan] = MergeMachine.plans.get(plan, 0) + 1
@@ -200,7 +268,10 @@ def test_merged_answers_match_the_reference(stores):
         ),
     )
     # every path was exercised: merged, batch-only and cached answers
-    assert {"merge", "batch", "merge+cached"} <= set(MergeMachine.plans), MergeMachine.plans
+    assert {"merge", "batch", "merge+cached", "speed+live"} <= set(MergeMachine.plans), (
+        MergeMachine.plans
+    )
+    assert MergeMachine.plans["speed+live"] >= 100, MergeMachine.plans
     assert sum(MergeMachine.plans.values()) >= 300
 
 

@@ -291,3 +291,110 @@ def test_refresh_that_misses_the_deadline_answers_flagged(corpus, tmp_path):
     assert result["rows"] == [{"n": 0}]
     fresh = result["freshness"]["datasets"]["prices"]
     assert fresh["stale"] is True and "queued" in fresh["refresh"]
+
+
+LIVE = "SELECT count(*) AS n, avg(temp) AS a, max(time_hour) AS last FROM weather WHERE time_hour > :since"
+SINCE = [{"name": "since", "type": "timestamptz"}]
+
+
+def _no_postgres(corpus, monkeypatch) -> Counted:
+    """Count every Postgres use, and make the analyst pool unusable."""
+    counted = Counted(corpus, monkeypatch)
+    executor.close_pools()
+
+    def closed(url):
+        raise AssertionError("the analyst pool was asked for a connection")
+
+    monkeypatch.setattr(executor, "pool", closed)
+    return counted
+
+
+def test_live_window_after_raw_is_answered_from_the_speed_layer_alone(corpus, monkeypatch):
+    since = {"since": "2026-05-05T11:30:00Z"}  # raw's newest row is at 11:00
+    first = run_query(corpus, LIVE, SINCE, since)  # reads raw's newest time with W
+    assert first["freshness"]["plan"] == "merge"
+    assert first["rows"][0]["n"] == 1
+    with monkeypatch.context() as patch:
+        counted = _no_postgres(corpus, patch)
+        before = counted.total()
+        live = run_query(corpus, LIVE, SINCE, since)
+        assert live["freshness"]["plan"] == "speed"
+        assert live["rows"] == [{"n": 1, "a": 13.0, "last": first["rows"][0]["last"]}]
+        assert live["rows"] == first["rows"]
+        late = {"origin": "JFK", "time_hour": "2026-05-05T12:30:00Z", "temp": 15.0}
+        append(corpus.redis, "weather", [late])
+        newer = run_query(corpus, LIVE, SINCE, since)
+        assert newer["freshness"]["plan"] == "speed"
+        assert (newer["rows"][0]["n"], newer["rows"][0]["a"]) == (2, 14.0)
+        rows = run_query(
+            corpus,
+            "SELECT origin, temp FROM weather WHERE time_hour >= :since ORDER BY temp DESC",
+            SINCE,
+            since,
+        )
+        assert rows["freshness"]["plan"] == "speed"
+        assert rows["rows"] == [{"origin": "JFK", "temp": 15.0}, {"origin": "EWR", "temp": 13.0}]
+        assert counted.total() == before  # not one Postgres statement or connection
+    plan = explain(corpus, LIVE, SINCE, since)
+    assert plan["plan"] == "speed"
+    assert plan["datasets"]["weather"]["raw_newest_time"].startswith("2026-05-05T11:00")
+    assert plan["datasets"]["weather"]["speed_rows"] == 3
+    assert any("live window" in note for note in plan["notes"])
+
+
+def test_live_window_reads_raw_again_after_a_load(corpus):
+    since = {"since": "2026-05-05T11:30:00Z"}
+    assert run_query(corpus, LIVE, SINCE, since)["rows"][0]["n"] == 1
+    assert run_query(corpus, LIVE, SINCE, since)["freshness"]["plan"] == "speed"
+    assert drain(corpus, "weather") == 2  # announces "batch": raw gained rows in the window
+    after = run_query(corpus, LIVE, SINCE, since)
+    assert after["freshness"]["plan"] != "speed" and after["rows"][0]["n"] == 1
+    # raw now holds the 12:00 row: this window is no longer after raw's newest time
+    append(corpus.redis, "weather", [{"origin": "X", "time_hour": "2026-05-05T12:40:00Z"}])
+    again = run_query(corpus, LIVE, SINCE, since)
+    assert again["freshness"]["plan"] == "merge" and again["rows"][0]["n"] == 2
+    assert "inside the range" in " ".join(explain(corpus, LIVE, SINCE, since)["notes"])
+    later = {"since": "2026-05-05T12:10:00Z"}
+    assert run_query(corpus, LIVE, SINCE, later)["freshness"]["plan"] == "speed"
+    assert run_query(corpus, LIVE, SINCE, later)["rows"][0]["n"] == 1
+    # a load that bypasses the stream announces itself; the window must count its row
+    weather = __import__("cxd.catalog", fromlist=["get_source"]).get_source(corpus.db, "weather")
+    row = {"origin": "Z", "time_hour": "2026-05-05T12:20:00Z", "temp": 1.0}
+    load_rows(corpus.db, weather, [row])
+    corpus.redis.publish("cxd:{weather}:changed", "batch")
+    merged = run_query(corpus, LIVE, SINCE, later)
+    assert merged["freshness"]["plan"] == "merge" and merged["rows"][0]["n"] == 2
+
+
+def test_live_window_relative_to_now(corpus, monkeypatch):
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime.now(UTC)
+    append(
+        corpus.redis,
+        "weather",
+        [
+            {"origin": "A", "time_hour": (now - timedelta(seconds=2)).isoformat(), "temp": 1.0},
+            {"origin": "B", "time_hour": (now - timedelta(minutes=5)).isoformat(), "temp": 2.0},
+        ],
+    )
+    sql = "SELECT origin FROM weather WHERE time_hour > now() - interval '1 minute'"
+    assert run_query(corpus, sql)["rows"] == [{"origin": "A"}]
+    with monkeypatch.context() as patch:
+        counted = _no_postgres(corpus, patch)
+        before = counted.total()
+        live = run_query(corpus, sql)
+        assert live["freshness"]["plan"] == "speed", live["freshness"]
+        assert live["rows"] == [{"origin": "A"}]
+        assert counted.total() == before
+
+
+def test_routed_answer_stops_at_the_row_cap_and_the_connection_stays_usable(corpus):
+    from query_router.router import execute_plan, plan_query
+
+    sql = "SELECT origin, n FROM weather, generate_series(1, 20000) AS n"
+    capped = execute_plan(corpus, plan_query(corpus, sql), row_cap=10)
+    assert len(capped["rows"]) == 10 and capped["truncated"] is True
+    empty = run_query(corpus, "SELECT origin FROM weather WHERE temp > 1000")
+    assert empty["rows"] == [] and [c["name"] for c in empty["columns"]] == ["origin"]
+    assert run_query(corpus, "SELECT count(*) AS n FROM weather")["rows"] == [{"n": 5}]
