@@ -474,42 +474,66 @@ class _Loader:
         return bool(self.cur.fetchone()[0])
 
     def _merge_upsert(self) -> None:
-        others = [c for c in self.cols if c not in self.unique]
-        stmt = self._insert()
         if self._appends_only():
-            pass  # no ON CONFLICT arbiter needed: nothing in raw has these keys
-        elif others:
-            assign = sql.SQL(", ").join(
-                sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c))
-                for c in [*others, "_stream_id"]
-            )
-            stmt += sql.SQL(
-                " ON CONFLICT ({u}) DO UPDATE SET {a}, _seq = nextval('cxd.change_seq'),"
-                " _ingested_at = now(), _run_id = EXCLUDED._run_id WHERE {w}"
-            ).format(
-                u=_ident_list(self.unique),
-                a=assign,
-                w=sql.SQL("({}) IS DISTINCT FROM ({})").format(
-                    sql.SQL(", ").join(
-                        sql.SQL("{}.{}").format(self.raw, sql.Identifier(c)) for c in others
-                    ),
-                    sql.SQL(", ").join(
-                        sql.SQL("EXCLUDED.{}").format(sql.Identifier(c)) for c in others
-                    ),
-                ),
-            )
-        else:
-            stmt += sql.SQL(" ON CONFLICT ({u}) DO NOTHING").format(u=_ident_list(self.unique))
-        if self.mode == "full":
-            self.cur.execute(
-                sql.SQL(
-                    "DELETE FROM {raw} r WHERE r._stream_id IS NULL"
-                    " AND NOT EXISTS (SELECT 1 FROM {s} s WHERE {m})"
-                ).format(raw=self.raw, s=self.staging, m=_match(self.unique, "s", "r"))
-            )
+            # nothing in raw has these keys: a plain INSERT, no comparison needed
+            self.cur.execute(self._insert(), {"run_id": self.run_id})
             self.result.loaded += self.cur.rowcount
+            return
+        # One join of staging with raw finds every key that is new, changed or (full
+        # refresh) gone; then only those rows are written. A hash join: sorting both
+        # sides for a merge join, or probing raw's index per staged row with ON CONFLICT
+        # (which also locks every unchanged row), costs several times more.
+        key, full = self.unique, self.mode == "full"
+        others = [c for c in self.cols if c not in key]
+        kept = [sql.Identifier(f"_cxd_k{i}") for i in range(len(key))]
+        stmt = sql.SQL(
+            "WITH d AS MATERIALIZED ("
+            " SELECT {rkeys}, r._seq AS _cxd_raw, {scols}, s._stream_id, s._run_id, s._ord"
+            " FROM {s} s {join} {raw} r ON {m}"
+            " WHERE r._seq IS NULL OR (s._ord IS NOT NULL AND {d}){gone_filter}),"
+            " gone AS ({gone}),"
+            " changed AS (UPDATE {raw} r SET {assign}, _stream_id = d._stream_id,"
+            "  _seq = nextval('cxd.change_seq'), _ingested_at = now(),"
+            "  _run_id = coalesce(d._run_id, %(run_id)s)"
+            "  FROM d WHERE d._ord IS NOT NULL AND d._cxd_raw IS NOT NULL AND {md} RETURNING 1),"
+            " added AS (INSERT INTO {raw} ({c}, _stream_id, _seq, _run_id)"
+            "  SELECT {c}, _stream_id, nextval('cxd.change_seq'), coalesce(_run_id, %(run_id)s)"
+            "  FROM d WHERE d._cxd_raw IS NULL RETURNING 1)"
+            " SELECT (SELECT count(*) FROM gone) + (SELECT count(*) FROM changed)"
+            " + (SELECT count(*) FROM added)"
+        ).format(
+            rkeys=sql.SQL(", ").join(
+                sql.SQL("r.{} AS {}").format(sql.Identifier(k), alias)
+                for k, alias in zip(key, kept, strict=True)
+            ),
+            scols=_ident_list(self.cols, "s"),
+            s=self.staging,
+            join=sql.SQL("FULL JOIN" if full else "LEFT JOIN"),
+            raw=self.raw,
+            m=_match(key, "s", "r"),
+            d=_differs(others, "r", "s"),
+            gone_filter=sql.SQL(" OR (s._ord IS NULL AND r._stream_id IS NULL)" if full else ""),
+            gone=(
+                sql.SQL("DELETE FROM {raw} r USING d WHERE d._ord IS NULL AND {m} RETURNING 1")
+                if full
+                else sql.SQL("SELECT 1 WHERE false")
+            ).format(
+                raw=self.raw,
+                m=sql.SQL(" AND ").join(
+                    sql.SQL("r.{} = d.{}").format(sql.Identifier(k), alias)
+                    for k, alias in zip(key, kept, strict=True)
+                ),
+            ),
+            assign=sql.SQL(", ").join(
+                sql.SQL("{0} = d.{0}").format(sql.Identifier(c)) for c in others or key[:1]
+            ),
+            md=_match(key, "r", "d"),
+            c=_ident_list(self.cols),
+        )
+        self.cur.execute("SET LOCAL enable_mergejoin = off")
         self.cur.execute(stmt, {"run_id": self.run_id})
-        self.result.loaded += self.cur.rowcount
+        self.result.loaded += self.cur.fetchone()[0]
+        self.cur.execute("SET LOCAL enable_mergejoin = DEFAULT")
 
     def _merge_append(self) -> None:
         if self.mode == "full":
