@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+import pandas as pd
 import psycopg2
 import redis
 
@@ -68,10 +69,14 @@ _POISON = (
     TypeError,
 )
 
+# the ids come as one space-separated string: packing thousands of arguments costs the
+# client more than splitting them costs Redis
 _ACK = """
+local ids = {}
+for id in string.gmatch(ARGV[2], '%S+') do ids[#ids + 1] = id end
 local n = 0
-for i = 2, #ARGV, 1000 do
-  n = n + redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+for i = 1, #ids, 1000 do
+  n = n + redis.call('XACK', KEYS[1], ARGV[1], unpack(ids, i, math.min(i + 999, #ids)))
 end
 if n > 0 then redis.call('DECRBY', KEYS[2], n) end
 return n
@@ -319,7 +324,11 @@ class Loader:
         """Load ``part`` in order; True when every event of it is loaded or dead-lettered."""
         if not part:
             return True
-        failures = self.redis.hmget(failures_key(spec.name), [eid for eid, _ in part])
+        failures = (
+            self.redis.hmget(failures_key(spec.name), [eid for eid, _ in part])
+            if self.redis.exists(failures_key(spec.name))  # mostly none: skip sending the ids
+            else []
+        )
         for i, count in enumerate(failures):
             if count is not None and int(count) >= self.max_failures:
                 # gave up on it before (a crash came before its watermark commit)
@@ -343,18 +352,14 @@ class Loader:
 
     def _commit(self, spec: SourceSpec, part: list[tuple[str, Any]], report: LoadReport) -> None:
         ids = [eid for eid, _ in part]
-        records = []
-        for eid, payload in part:
-            try:
-                record = None if payload is None else orjson.loads(payload)
-            except ValueError as exc:
-                raise PoisonEvent(f"event {eid} is not JSON: {exc}") from None
-            if not isinstance(record, dict):
-                raise PoisonEvent(f"event {eid} is not a JSON object")
-            records.append(record)
         self._check_lock()
         load_rows(
-            self.stores.db, spec, records, stream_ids=ids, stream_watermark=ids[-1], strict=True
+            self.stores.db,
+            spec,
+            _frame(spec, part),
+            stream_ids=ids,
+            stream_watermark=ids[-1],
+            strict=True,
         )
         report.loaded += len(ids)
         report.watermark = ids[-1]
@@ -411,7 +416,9 @@ class Loader:
     def _acknowledge(self, dataset: str, ids: list[str]) -> int:
         """XACK ``ids`` and take the newly acknowledged ones off the backlog."""
         return int(
-            self._ack(keys=[log_key(dataset), backlog_key(dataset)], args=[LOADER_GROUP, *ids])
+            self._ack(
+                keys=[log_key(dataset), backlog_key(dataset)], args=[LOADER_GROUP, " ".join(ids)]
+            )
         )
 
     def _trim(self, dataset: str, watermark: str, grace_ms: int) -> None:
@@ -419,6 +426,21 @@ class Loader:
         ms, _ = parse_id(watermark)
         if ms > grace_ms:
             self.redis.xtrim(log_key(dataset), minid=f"{ms - grace_ms}-0", approximate=True)
+
+
+def _frame(spec: SourceSpec, part: list[tuple[str, Any]]) -> pd.DataFrame:
+    """The events of ``part`` as a frame of the declared columns (built column by column,
+    which costs a fraction of a frame from a list of dicts)."""
+    records = []
+    for eid, payload in part:
+        try:
+            record = None if payload is None else orjson.loads(payload)
+        except ValueError as exc:
+            raise PoisonEvent(f"event {eid} is not JSON: {exc}") from None
+        if not isinstance(record, dict):
+            raise PoisonEvent(f"event {eid} is not a JSON object")
+        records.append(record)
+    return pd.DataFrame({c: [r.get(c) for r in records] for c in spec.column_names})
 
 
 def _text(value: Any) -> str:
