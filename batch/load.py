@@ -28,7 +28,14 @@ from psycopg2.extras import execute_values
 from batch import copytext, quality
 from batch.exceptions import LoadError, QualityError
 from batch.partitions import ensure_months, ensure_partitions
-from batch.tables import ensure_tables, raw_table, staging_table, unique_columns
+from batch.tables import (
+    STAGING_ENGINE,
+    ensure_tables,
+    raw_table,
+    same_type,
+    staging_table,
+    unique_columns,
+)
 from cxd.catalog import SourceSpec
 
 log = logging.getLogger(__name__)
@@ -142,6 +149,7 @@ class _Loader:
         self.cols = spec.column_names
         self._copy_sql: dict[tuple[bool, bool], str] = {}
         self._pool: ThreadPoolExecutor | None = None
+        self.used_staging = False  # some slice went to staging (then the merge runs)
         self._inflight: tuple[_Piece, bool, Future] | None = None  # slice, into raw, COPY
         # incremental loads of time series / history COPY straight into raw when no row
         # can meet an existing key: every time later than raw's newest, or no key at all
@@ -218,6 +226,7 @@ class _Loader:
         if self.strict and piece.rejects.found:
             self._refuse(piece)
         to_raw = self._make_room(piece)
+        self.used_staging |= not to_raw
         statement, columns = self._copy_input(piece, to_raw)
         self.cur.execute("SAVEPOINT copy_chunk")
         if self._pool is None:
@@ -256,6 +265,7 @@ class _Loader:
             if self.strict and piece.rejects.found:
                 self._refuse(piece)
             to_raw = self._make_room(piece)
+            self.used_staging |= not to_raw
             try:
                 self._copy(piece, to_raw=to_raw, retry_lines=not trust)
                 break
@@ -421,6 +431,8 @@ class _Loader:
                     "message": f"{len(samples)} row(s) quarantined ({shown})",
                 }
             )
+        if self.direct and not self.used_staging:
+            return  # an incremental load that went straight into raw: nothing to merge
         if time_range is not None:
             cur.execute(
                 sql.SQL("DELETE FROM {s} WHERE NOT ({t} >= %s AND {t} < %s)").format(
@@ -673,9 +685,14 @@ def load(
                 "SELECT stream_id FROM cxd.watermarks WHERE dataset = %s FOR UPDATE", (spec.name,)
             )
             cur.execute("SET LOCAL timezone = 'UTC'")
-            ensure_tables(cur, spec)
+            if not _tables_ready(cur, spec):
+                ensure_tables(cur, spec)
             loader = _Loader(cur, spec, run_id, mode, strict=strict)
-            cur.execute(sql.SQL("TRUNCATE {}").format(loader.staging))
+            # staging is emptied in the transaction that fills it, so it is empty here
+            # unless something else wrote to it
+            cur.execute(sql.SQL("SELECT EXISTS (SELECT FROM {})").format(loader.staging))
+            if cur.fetchone()[0]:
+                cur.execute(sql.SQL("TRUNCATE {}").format(loader.staging))
             try:
                 for chunk in chunks:
                     loader.stage(chunk)
@@ -690,11 +707,34 @@ def load(
             loader._clock("merge", since)
             loader.dataset_checks(previous_rows, after_merge=True)
             _advance(cur, spec, run_id, cursor, stream_watermark)
-            cur.execute(sql.SQL("TRUNCATE {}").format(loader.staging))
+            if loader.used_staging:
+                cur.execute(sql.SQL("TRUNCATE {}").format(loader.staging))
     finally:
         if loader is not None and loader.result.events:
             record_events(db, spec.name, run_id, loader.result.events)
     return loader.result
+
+
+def _tables_ready(cur, spec: SourceSpec) -> bool:
+    """True when raw and staging already have every declared column with its type (one
+    catalog query; :func:`ensure_tables` is only needed when this is False)."""
+    cur.execute(
+        "SELECT n.nspname, a.attname, format_type(a.atttypid, a.atttypmod), a.atthasdef"
+        " FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE c.relname = %s AND n.nspname IN ('raw', 'staging')"
+        " AND a.attnum > 0 AND NOT a.attisdropped",
+        (spec.name,),
+    )
+    found = {(schema, name): (ctype, has_default) for schema, name, ctype, has_default in cur}
+    for col in spec.columns:
+        for schema in ("raw", "staging"):
+            have = found.get((schema, col.name))
+            if have is None or not same_type(col.type, have[0]):
+                return False
+    if not all(("staging", name) in found for name, _ in STAGING_ENGINE):
+        return False
+    return found.get(("raw", "_seq"), (None, False))[1]
 
 
 def _advance(cur, spec: SourceSpec, run_id, cursor, stream_watermark) -> None:
