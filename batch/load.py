@@ -304,8 +304,8 @@ class _Loader:
             newest = newest.tz_localize("UTC") if newest.tzinfo is None else newest
             if times.min() <= newest:
                 return None
-        stamps = pd.unique(times.dt.year * 100 + times.dt.month)
-        return [datetime(int(m) // 100, int(m) % 100, 1) for m in stamps]
+        months = np.unique(times.to_numpy(dtype="datetime64[ns]").astype("datetime64[M]"))
+        return [datetime(d.year, d.month, 1) for d in months.astype(object)]
 
     def _make_room(self, piece: _Piece) -> bool:
         """True when ``piece`` goes straight into raw (whose partitions are made here)."""

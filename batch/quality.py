@@ -301,21 +301,19 @@ class ChunkChecker:
         for col in self.spec.columns:
             series = frame[col.name]
             if trust and pd.api.types.is_string_dtype(series) and series.dtype != object:
-                text = series.astype(object)
+                values = series.to_numpy(dtype=object, na_value=None, copy=True)
                 if col.type != "text":
-                    text = text.where(
-                        (text != "").to_numpy(dtype=bool) & text.notna().to_numpy(dtype=bool), None
-                    )
+                    values[values == ""] = None  # an empty CSV field is a null but in text
             else:
                 text, bad, reason = type_column(series, col.type)
-                text.index = frame.index
                 rejects.add(bad, f"type:{col.name}", reason)
-            typed[col.name] = text.to_numpy(dtype=object)
+                values = text.to_numpy(dtype=object)
+            typed[col.name] = values
         out = pd.DataFrame(typed)
         out.index = frame.index
         for name in required_columns(self.spec):
-            values = out[name]
-            missing = values.isna().to_numpy() | (values.astype(object) == "").to_numpy()
+            values = out[name].to_numpy(dtype=object)
+            missing = pd.isna(values) | (values == "")
             why = "part of the key" if name in self.spec.key else "the time column"
             rejects.add(missing, f"required:{name}", f"{name} is required ({why})")
         for check in self.row_checks:

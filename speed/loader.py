@@ -22,6 +22,7 @@ Exactly once, whatever dies when:
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import socket
@@ -465,39 +466,53 @@ def _entries(reply: Any) -> list[tuple[str, Any]]:
     if not reply:
         return []
     found = next(iter(reply.values())) if isinstance(reply, dict) else reply[0][1]
-    out = []
-    for eid, fields in found:
-        if fields and fields[0] == b"d":
-            payload = fields[1]
-        else:  # a trimmed pending entry has no fields; other fields come first rarely
-            payload = (
-                dict(zip(fields[::2], fields[1::2], strict=True)).get(b"d") if fields else None
-            )
-        out.append((eid.decode(), payload or None))
-    return out
+    return [
+        (eid.decode(), (fields[1] if fields[0] == b"d" else _payload(fields)) or None)
+        if fields
+        else (eid.decode(), None)  # a trimmed pending entry has no fields
+        for eid, fields in found
+    ]
 
 
-def _frame(spec: SourceSpec, part: list[tuple[str, Any]]) -> pd.DataFrame:
-    """The events of ``part`` as a frame of the declared columns (built column by column,
-    which costs a fraction of a frame from a list of dicts)."""
-    records = []
-    for eid, payload in part:
+def _payload(fields: list[bytes]) -> bytes | None:
+    return dict(zip(fields[::2], fields[1::2], strict=True)).get(b"d")
+
+
+def _records(part: list[tuple[str, Any]]) -> list[dict[str, Any]]:
+    """The decoded events of ``part``; PoisonEvent names the first that is not an object."""
+    try:
+        records = list(map(orjson.loads, [payload for _, payload in part]))
+        if set(map(type, records)) <= {dict}:
+            return records
+    except (ValueError, TypeError):
+        pass
+    for eid, payload in part:  # find and name the culprit
         try:
             record = None if payload is None else orjson.loads(payload)
         except ValueError as exc:
             raise PoisonEvent(f"event {eid} is not JSON: {exc}") from None
         if not isinstance(record, dict):
             raise PoisonEvent(f"event {eid} is not a JSON object")
-        records.append(record)
+    raise AssertionError("unreachable: every event decoded")
+
+
+def _frame(spec: SourceSpec, part: list[tuple[str, Any]]) -> pd.DataFrame:
+    """The events of ``part`` as a frame of the declared columns (built column by column,
+    which costs a fraction of a frame from a list of dicts)."""
+    records = _records(part)
     columns = {}
     for col in spec.columns:
-        values = [r.get(col.name) for r in records]
+        values = list(map(dict.get, records, itertools.repeat(col.name)))
         allowed = _AS_TEXT.get(col.type)
-        if allowed and set(map(type, values)) <= allowed:
+        kinds = set(map(type, values))
+        if allowed and kinds <= allowed:
             # numbers become the text a CSV would hold, and Postgres types them during the
             # COPY (as for every text column); it refuses what it cannot take, like the
             # typing would, and the batch is split to find the event
-            values = [v if v is None else str(v) for v in values]
+            if type(None) in kinds:
+                values = [v if v is None else str(v) for v in values]
+            else:
+                values = list(map(str, values))
         columns[col.name] = values
     return pd.DataFrame(columns)
 
