@@ -22,6 +22,7 @@ Exactly once, whatever dies when:
 from __future__ import annotations
 
 import contextlib
+import gc
 import itertools
 import logging
 import os
@@ -308,19 +309,21 @@ class Loader:
             from speed.durability import durable_persistence
 
             waitaof = durable_persistence(self.redis).waitaof
-        if waitaof:
-            from speed.durability import WAITAOF_TIMEOUT_MS, check_waitaof
+        with _gc_paused():
+            if waitaof:
+                from speed.durability import WAITAOF_TIMEOUT_MS, check_waitaof
 
-            # the XREADGROUP is written after the events it delivers: once it is fsynced,
-            # so are they, and W can never pass an event a Redis crash could take back
-            pipe = self._plain.pipeline(transaction=False)
-            pipe.execute_command(*args)
-            pipe.execute_command("WAITAOF", 1, 0, WAITAOF_TIMEOUT_MS)
-            reply, synced = pipe.execute()
-            check_waitaof(synced)
-        else:
-            reply = self._plain.execute_command(*args)
-        return _entries(reply)
+                # the XREADGROUP is written after the events it delivers: once it is
+                # fsynced, so are they, and W can never pass an event a Redis crash could
+                # take back
+                pipe = self._plain.pipeline(transaction=False)
+                pipe.execute_command(*args)
+                pipe.execute_command("WAITAOF", 1, 0, WAITAOF_TIMEOUT_MS)
+                reply, synced = pipe.execute()
+                check_waitaof(synced)
+            else:
+                reply = self._plain.execute_command(*args)
+            return _entries(reply)
 
     # -- loading -----------------------------------------------------------------------
 
@@ -461,6 +464,36 @@ _AS_TEXT = {
 }
 
 
+class _GcPause:
+    """No cyclic garbage collection while a batch is read and decoded: a batch makes
+    hundreds of thousands of short-lived acyclic objects (freed by reference counting),
+    and the collections they trigger cost as much as the decoding itself. Nests across
+    threads; collection resumes (if it was on) when the last holder leaves."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._holders = 0
+        self._restore = False
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self._lock:
+            self._holders += 1
+            if self._holders == 1:
+                self._restore = gc.isenabled()
+                gc.disable()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._holders -= 1
+                if self._holders == 0 and self._restore:
+                    gc.enable()
+
+
+_gc_paused = _GcPause()
+
+
 def _entries(reply: Any) -> list[tuple[str, Any]]:
     """(id, payload of field ``d`` or None) of a one-stream XREADGROUP reply, RESP2 or 3."""
     if not reply:
@@ -499,7 +532,11 @@ def _records(part: list[tuple[str, Any]]) -> list[dict[str, Any]]:
 def _frame(spec: SourceSpec, part: list[tuple[str, Any]]) -> pd.DataFrame:
     """The events of ``part`` as a frame of the declared columns (built column by column,
     which costs a fraction of a frame from a list of dicts)."""
-    records = _records(part)
+    with _gc_paused():
+        return _columns(spec, _records(part))
+
+
+def _columns(spec: SourceSpec, records: list[dict[str, Any]]) -> pd.DataFrame:
     columns = {}
     for col in spec.columns:
         values = list(map(dict.get, records, itertools.repeat(col.name)))
