@@ -142,6 +142,7 @@ class Loader:
         self._plain.response_callbacks.pop("XREADGROUP", None)
         self._plain.response_callbacks.pop("xreadgroup", None)
         self._pending_first = True
+        self._ahead: _ReadAhead | None = None  # while a reading-ahead round runs
         self._lock_cursor = None
 
     def after_commit(self, dataset: str, ids: list[str]) -> None:
@@ -165,6 +166,7 @@ class Loader:
             grace_ms = int(parse_duration(opts["grace"]) * 1000)
             self._pending_first = True
             ahead = _ReadAhead(self, spec, durable=opts["durable"])
+            self._ahead = ahead if self.read_ahead else None
             try:
                 for _ in range(self.max_batches):
                     entries, fresh, frame = ahead.next()
@@ -187,6 +189,7 @@ class Loader:
                     if not complete or last:
                         break
             finally:
+                self._ahead = None
                 ahead.close()  # a batch read ahead stays pending: the next round loads it
         if report.loaded or report.dead:
             self.redis.publish(notify_channel(dataset), "batch")
@@ -386,7 +389,12 @@ class Loader:
         report.loaded += len(ids)
         report.watermark = ids[-1]
         self.after_commit(spec.name, ids)
-        self._acknowledge(spec.name, ids)
+        if self._ahead is not None:
+            # committed: the XACK may trail (unacknowledged ids <= W are only acknowledged
+            # by whichever loader reads them next), so it goes after the read ahead
+            self._ahead.later(self._acknowledge, spec.name, ids)
+        else:
+            self._acknowledge(spec.name, ids)
 
     def _failed(self, spec: SourceSpec, entry: tuple[str, Any], exc: Exception, report) -> bool:
         eid = entry[0]
@@ -568,6 +576,7 @@ class _ReadAhead:
         self.loader, self.spec, self.durable = loader, spec, durable
         self._pool: ThreadPoolExecutor | None = None
         self._next: Future | None = None
+        self._later: list[Future] = []
 
     def next(self) -> tuple[list[tuple[str, Any]], bool, pd.DataFrame | None]:
         """(entries, fresh, their frame or None) of the next batch."""
@@ -579,9 +588,16 @@ class _ReadAhead:
 
     def start(self) -> None:
         """Begin reading the next new batch."""
+        self._next = self._submit(self._read_new)
+
+    def later(self, fn, *args) -> None:
+        """Run ``fn(*args)`` in the reading thread, after what it is doing now."""
+        self._later.append(self._submit(fn, *args))
+
+    def _submit(self, fn, *args) -> Future:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cxd-read")
-        self._next = self._pool.submit(self._read_new)
+        return self._pool.submit(fn, *args)
 
     def _read_new(self) -> tuple[list[tuple[str, Any]], bool, pd.DataFrame | None]:
         entries = self.loader._read_group(self.spec.name, ">", durable=self.durable)
@@ -596,6 +612,12 @@ class _ReadAhead:
             with contextlib.suppress(Exception):
                 self._next.result()
             self._next = None
+        for done in self._later:
+            try:
+                done.result()
+            except Exception:  # left pending at or below W: the next round acknowledges it
+                log.exception("speed %s: acknowledging a loaded batch failed", self.spec.name)
+        self._later = []
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
