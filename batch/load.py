@@ -8,12 +8,13 @@ completely (rows, quarantined rows, cursor, watermark) or not at all.
 
 from __future__ import annotations
 
-import io
+import contextlib
 import json
 import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -24,10 +25,17 @@ import psycopg2.errors
 from psycopg2 import sql
 from psycopg2.extras import execute_values
 
-from batch import quality
+from batch import copytext, quality
 from batch.exceptions import LoadError, QualityError
 from batch.partitions import ensure_months, ensure_partitions
-from batch.tables import ensure_tables, raw_table, staging_table, unique_columns
+from batch.tables import (
+    STAGING_ENGINE,
+    ensure_tables,
+    raw_table,
+    same_type,
+    staging_table,
+    unique_columns,
+)
 from cxd.catalog import SourceSpec
 
 log = logging.getLogger(__name__)
@@ -103,6 +111,27 @@ def _differs(cols: Sequence[str], left: str, right: str) -> sql.Composable:
     )
 
 
+_CopyColumns = tuple[list[np.ndarray], list[str]]  # field columns, constant trailing fields
+
+
+@dataclass
+class _Piece:
+    """A slice of a chunk on its way into staging or raw."""
+
+    chunk: Chunk
+    rows: pd.DataFrame
+    first: int  # position of its first row within the payload
+    seen: dict[str, np.ndarray] = field(default_factory=dict)  # checker memory before it
+    typed: pd.DataFrame | None = None
+    rejects: quality.Rejects | None = None
+    keep: np.ndarray | None = None  # rows to COPY (the others are quarantined)
+    months: list[datetime] | None = None  # partitions a COPY into raw needs; None: staging
+    fields: list[np.ndarray] = field(default_factory=list)  # COPY text of the columns
+
+    def good(self) -> pd.DataFrame:
+        return self.typed if self.keep.all() else self.typed[self.keep]
+
+
 class _Loader:
     """One load in one transaction (cursor ``cur``)."""
 
@@ -119,18 +148,10 @@ class _Loader:
         self.staging = staging_table(spec.name)
         self.raw = raw_table(spec.name)
         self.cols = spec.column_names
-        self.copy_sql = (
-            sql.SQL(
-                "COPY {} ({}, _stream_id, _ord, _run_id) FROM STDIN WITH (FORMAT csv, NULL '\\N')"
-            )
-            .format(self.staging, _ident_list(self.cols))
-            .as_string(cur.connection)
-        )
-        self.raw_copy_sql = (
-            sql.SQL("COPY {} ({}, _stream_id, _run_id) FROM STDIN WITH (FORMAT csv, NULL '\\N')")
-            .format(self.raw, _ident_list(self.cols))
-            .as_string(cur.connection)
-        )
+        self._copy_sql: dict[tuple[bool, bool], str] = {}
+        self._pool: ThreadPoolExecutor | None = None
+        self.used_staging = False  # some slice went to staging (then the merge runs)
+        self._inflight: tuple[_Piece, bool, Future] | None = None  # slice, into raw, COPY
         # incremental loads of time series / history COPY straight into raw when no row
         # can meet an existing key: every time later than raw's newest, or no key at all
         self.direct = mode == "incremental" and spec.kind in ("time_series", "instantaneous")
@@ -142,120 +163,230 @@ class _Loader:
             self.raw_newest = cur.fetchone()[0]
 
     # staging -----------------------------------------------------------------
+    #
+    # Slices are pipelined: while Postgres works through one slice's COPY (in a thread,
+    # which waits on the socket without holding the GIL), the next slice is typed and
+    # checked here. Each COPY is its own savepoint; a slice whose COPY fails is loaded
+    # again the careful way (typed here, bad rows quarantined, or merged through staging),
+    # and the slice typed after it is typed again, since its checks may depend on it.
 
     def stage(self, chunk: Chunk) -> None:
         if chunk.origin_run is not None:  # even with no rows: that run's rows are replaced
             self.origin_runs.add(chunk.origin_run)
         frame = to_frame(self.spec, chunk.rows)
         self.result.received += len(frame)
-        for start, piece in split(frame):
-            if len(piece):
-                self._stage_piece(chunk, piece, chunk.first_position + start)
+        for start, rows in split(frame):
+            if len(rows):
+                self._stage_piece(_Piece(chunk, rows, chunk.first_position + start))
+
+    def finish_staging(self) -> None:
+        """Wait for the last slice's COPY (and load it again if it failed)."""
+        since = time.perf_counter()
+        self._settle()
+        self._clock("copy", since)
+
+    def close(self) -> None:
+        """Wait for a COPY still running (before its transaction ends) and stop the thread."""
+        if self._inflight is not None:
+            with contextlib.suppress(Exception):
+                self._inflight[2].result()
+            self._inflight = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     def _clock(self, name: str, since: float) -> float:
         now = time.perf_counter()
         self.result.timings[name] = self.result.timings.get(name, 0) + int(1000 * (now - since))
         return now
 
-    def _stage_piece(self, chunk: Chunk, piece: pd.DataFrame, first: int) -> None:
-        # first trust Postgres to type the values (fast); if the COPY refuses one, type
-        # the chunk here, quarantine what fails and COPY the rest
-        seen = dict(self.checker._seen)
-        trust = True
-        direct = self.direct
-        while True:
+    def _stage_piece(self, piece: _Piece) -> None:
+        # first trust Postgres to type the values (fast); if the COPY refuses one, the
+        # slice is typed here, what fails is quarantined and the rest COPYed (_settle)
+        self._prepare(piece, trust=True, direct=self.direct)
+        since = time.perf_counter()
+        if self._settle():
+            since = self._clock("copy", since)
+            self._prepare(piece, trust=True, direct=self.direct)
             since = time.perf_counter()
-            typed, rejects = self.checker.check(piece, trust=trust)
-            since = self._clock("typing", since)
-            keep = np.ones(len(piece), dtype=bool)
-            for pos in rejects.found:
-                keep[pos] = False
-            to_raw = direct and self._can_go_straight(typed[keep])
+        self._start(piece)
+        self._clock("copy", since)
+
+    def _prepare(self, piece: _Piece, *, trust: bool, direct: bool) -> None:
+        """Type and check ``piece`` and make its COPY text (no database work)."""
+        since = time.perf_counter()
+        piece.seen = dict(self.checker._seen)
+        piece.typed, piece.rejects = self.checker.check(piece.rows, trust=trust)
+        piece.keep = np.ones(len(piece.rows), dtype=bool)
+        for pos in piece.rejects.found:
+            piece.keep[pos] = False
+        piece.months = self._direct_months(piece.good()) if direct else None
+        piece.fields = [copytext.field_column(piece.typed[c]) for c in self.cols]
+        self._clock("typing", since)
+
+    def _start(self, piece: _Piece) -> None:
+        """Begin the COPY of ``piece`` (in the copy thread); :meth:`_settle` ends it."""
+        if self.strict and piece.rejects.found:
+            self._refuse(piece)
+        to_raw = self._make_room(piece)
+        self.used_staging |= not to_raw
+        statement, columns = self._copy_input(piece, to_raw)
+        self.cur.execute("SAVEPOINT copy_chunk")
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cxd-copy")
+        future = self._pool.submit(self._copy_rows, statement, columns, piece)
+        self._inflight = (piece, to_raw, future)
+
+    def _settle(self) -> bool:
+        """End the COPY in flight; True when it failed and its slice was loaded again."""
+        if self._inflight is None:
+            return False
+        piece, to_raw, future = self._inflight
+        self._inflight = None
+        try:
+            future.result()
+        except psycopg2.errors.DataError:
+            self.cur.execute("ROLLBACK TO SAVEPOINT copy_chunk")
+            if self.strict:
+                raise
+            self.checker._seen = dict(piece.seen)
+            self._stage_serial(piece, trust=False, direct=self.direct)
+            return True
+        except psycopg2.errors.UniqueViolation:
+            self.cur.execute("ROLLBACK TO SAVEPOINT copy_chunk")
+            self.checker._seen = dict(piece.seen)
+            self._stage_serial(piece, trust=True, direct=False)
+            return True
+        self.cur.execute("RELEASE SAVEPOINT copy_chunk")
+        self._done(piece, to_raw)
+        return False
+
+    def _stage_serial(self, piece: _Piece, *, trust: bool, direct: bool) -> None:
+        """Load ``piece`` without pipelining, finding and quarantining refused values."""
+        while True:
+            self._prepare(piece, trust=trust, direct=direct)
+            if self.strict and piece.rejects.found:
+                self._refuse(piece)
+            to_raw = self._make_room(piece)
+            self.used_staging |= not to_raw
             try:
-                self._copy(chunk, typed, keep, rejects, first, retry_lines=not trust, to_raw=to_raw)
+                self._copy(piece, to_raw=to_raw, retry_lines=not trust)
                 break
             except psycopg2.errors.DataError:
                 if self.strict:
                     raise
-                self.checker._seen = dict(seen)
+                self.checker._seen = dict(piece.seen)
                 trust = False
             except psycopg2.errors.UniqueViolation:
-                self.checker._seen = dict(seen)
-                direct = False  # a key met an existing row: merge this chunk instead
-        self._quarantine(chunk, piece, first, rejects)
-        self._clock("copy", since)
-        good_typed = typed[keep]
-        self.result.staged += len(good_typed)
-        if to_raw:
-            self.result.loaded += len(good_typed)
-        elif self.unique and len(good_typed):
-            self._track_keys(good_typed)
+                self.checker._seen = dict(piece.seen)
+                direct = False  # a key met an existing row: merge this slice instead
+        self._done(piece, to_raw)
 
-    def _can_go_straight(self, typed: pd.DataFrame) -> bool:
-        """True when ``typed`` may be COPYed into raw (creating the partitions it needs)."""
+    def _done(self, piece: _Piece, to_raw: bool) -> None:
+        """Book a COPYed slice: quarantine its rejects, count it, remember its keys."""
+        self._quarantine(piece.chunk, piece.rows, piece.first, piece.rejects)
+        good = int(piece.keep.sum())
+        self.result.staged += good
+        self._ord += len(piece.rows)
+        if to_raw:
+            self.result.loaded += good
+        elif self.unique and good:
+            self._track_keys(piece.good())
+
+    def _direct_months(self, typed: pd.DataFrame) -> list[datetime] | None:
+        """The months whose partitions ``typed`` needs when it may be COPYed straight into
+        raw ([] when it needs none), else None."""
         t = self.spec.time_column
         if not t or not len(typed):
-            return not self.unique
+            return None if self.unique else []
         times = pd.to_datetime(typed[t], errors="coerce", utc=True, format="ISO8601")
         if times.isna().any():
-            return False  # let the staging path type and quarantine them
+            return None  # let the staging path type and quarantine them
         if self.unique and self.raw_newest is not None:
             newest = pd.Timestamp(self.raw_newest)
             newest = newest.tz_localize("UTC") if newest.tzinfo is None else newest
             if times.min() <= newest:
-                return False
-        stamps = pd.unique(times.dt.year * 100 + times.dt.month)
-        ensure_months(
-            self.cur, self.spec, [datetime(int(m) // 100, int(m) % 100, 1) for m in stamps]
-        )
+                return None
+        months = np.unique(times.to_numpy(dtype="datetime64[ns]").astype("datetime64[M]"))
+        return [datetime(d.year, d.month, 1) for d in months.astype(object)]
+
+    def _make_room(self, piece: _Piece) -> bool:
+        """True when ``piece`` goes straight into raw (whose partitions are made here)."""
+        if piece.months is None:
+            return False
+        if piece.months:
+            ensure_months(self.cur, self.spec, piece.months)
         return True
 
-    def _copy(
-        self, chunk: Chunk, typed, keep, rejects, first: int, *, retry_lines: bool, to_raw: bool
-    ) -> None:
-        n = len(typed)
-        out = typed.copy()
-        offset = first - chunk.first_position
-        out["_stream_id"] = (
-            list(chunk.stream_ids[offset : offset + n]) if chunk.stream_ids is not None else None
-        )
-        if to_raw:
-            out["_run_id"] = chunk.origin_run or self.run_id
-        else:
-            out["_ord"] = np.arange(self._ord, self._ord + n)
-            out["_run_id"] = chunk.origin_run
+    def _refuse(self, piece: _Piece) -> None:
+        pos, (check, reason) = min(piece.rejects.found.items())
+        offset = piece.first - piece.chunk.first_position + pos
+        ids = piece.chunk.stream_ids
+        where = ids[offset] if ids is not None else f"row {piece.first + pos}"
+        raise LoadError(f"{self.spec.name}: {where} fails {check}: {reason}")
+
+    def _copy_statement(self, to_raw: bool, with_ids: bool) -> str:
+        """COPY into raw or staging: the declared columns, then the engine columns in the
+        order :meth:`_copy_input` writes them (varying ones first, constant ones last)."""
+        engine = ["_stream_id"] if with_ids else []
+        engine += ["_run_id"] if to_raw else ["_ord", "_run_id"]
+        engine += [] if with_ids else ["_stream_id"]  # constant null, at the end
+        key = (to_raw, with_ids)
+        if key not in self._copy_sql:
+            self._copy_sql[key] = (
+                sql.SQL("COPY {} ({}) FROM STDIN")
+                .format(self.raw if to_raw else self.staging, _ident_list([*self.cols, *engine]))
+                .as_string(self.cur.connection)
+            )
+        return self._copy_sql[key]
+
+    def _copy_input(self, piece: _Piece, to_raw: bool) -> tuple[str, _CopyColumns]:
+        """(COPY statement, (field columns, constant tail)) for every row of ``piece``."""
+        n, chunk = len(piece.rows), piece.chunk
+        offset = piece.first - chunk.first_position
+        ids = chunk.stream_ids[offset : offset + n] if chunk.stream_ids is not None else None
+        columns = list(piece.fields)
+        if ids is not None:
+            columns.append(copytext.field_column(ids))
+        if not to_raw:
+            columns.append(np.arange(self._ord, self._ord + n).astype(str).astype(object))
+        run = (chunk.origin_run or self.run_id) if to_raw else chunk.origin_run
+        tail = [copytext.constant_field(run)] + ([] if ids is not None else [copytext.NULL])
+        return self._copy_statement(to_raw, ids is not None), (columns, tail)
+
+    def _copy_rows(self, statement: str, columns: _CopyColumns, piece: _Piece) -> None:
+        """COPY the kept rows of ``piece`` (runs in the copy thread, or inline)."""
+        fields, tail = columns
+        rows = np.flatnonzero(piece.keep)
+        if len(rows):
+            good = fields if len(rows) == len(piece.keep) else [c[rows] for c in fields]
+            self.cur.copy_expert(statement, copytext.BlockReader(copytext.blocks(good, tail)))
+
+    def _copy(self, piece: _Piece, *, to_raw: bool, retry_lines: bool) -> None:
+        """COPY ``piece`` inline; with ``retry_lines``, a row Postgres refuses is
+        quarantined and the rest COPYed again."""
+        statement, columns = self._copy_input(piece, to_raw)
         while True:
             self.cur.execute("SAVEPOINT copy_chunk")
             try:
-                good = out[keep]
-                if len(good):
-                    self.cur.copy_expert(
-                        self.raw_copy_sql if to_raw else self.copy_sql, self._buffer(good)
-                    )
+                self._copy_rows(statement, columns, piece)
                 self.cur.execute("RELEASE SAVEPOINT copy_chunk")
-                break
+                return
             except psycopg2.errors.DataError as exc:
                 self.cur.execute("ROLLBACK TO SAVEPOINT copy_chunk")
                 found = _COPY_LINE.search(exc.diag.context or "")
                 if not retry_lines or not found:
                     raise
                 # a value our typing let through but Postgres refused: quarantine that row
-                pos = int(np.flatnonzero(keep)[int(found.group(1)) - 1])
-                keep[pos] = False
-                rejects.found[pos] = (
+                pos = int(np.flatnonzero(piece.keep)[int(found.group(1)) - 1])
+                piece.keep[pos] = False
+                piece.rejects.found[pos] = (
                     f"type:{found.group(2) or 'row'}",
                     exc.diag.message_primary or str(exc),
                 )
             except psycopg2.errors.UniqueViolation:
                 self.cur.execute("ROLLBACK TO SAVEPOINT copy_chunk")
                 raise
-        self._ord += n
-
-    def _buffer(self, frame: pd.DataFrame) -> io.StringIO:
-        buf = io.StringIO()
-        frame.to_csv(buf, index=False, header=False, na_rep="\\N")
-        buf.seek(0)
-        return buf
 
     def _track_keys(self, typed: pd.DataFrame) -> None:
         self._key_hashes.append(
@@ -267,15 +398,11 @@ class _Loader:
         if not self._key_hashes:
             return False
         hashes = np.concatenate(self._key_hashes)
-        return len(np.unique(hashes)) < len(hashes)
+        return len(pd.unique(hashes)) < len(hashes)
 
     def _quarantine(self, chunk: Chunk, piece: pd.DataFrame, first: int, rejects) -> None:
         if not rejects.found:
             return
-        if self.strict:
-            pos, (check, reason) = min(rejects.found.items())
-            where = chunk.stream_ids[first + pos] if chunk.stream_ids else f"row {first + pos}"
-            raise LoadError(f"{self.spec.name}: {where} fails {check}: {reason}")
         rows = []
         for pos, (check, reason) in sorted(rejects.found.items()):
             line = quality.line_of(chunk.media_type, first + pos)
@@ -307,6 +434,8 @@ class _Loader:
                     "message": f"{len(samples)} row(s) quarantined ({shown})",
                 }
             )
+        if self.direct and not self.used_staging:
+            return  # an incremental load that went straight into raw: nothing to merge
         if time_range is not None:
             cur.execute(
                 sql.SQL("DELETE FROM {s} WHERE NOT ({t} >= %s AND {t} < %s)").format(
@@ -360,42 +489,66 @@ class _Loader:
         return bool(self.cur.fetchone()[0])
 
     def _merge_upsert(self) -> None:
-        others = [c for c in self.cols if c not in self.unique]
-        stmt = self._insert()
         if self._appends_only():
-            pass  # no ON CONFLICT arbiter needed: nothing in raw has these keys
-        elif others:
-            assign = sql.SQL(", ").join(
-                sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c))
-                for c in [*others, "_stream_id"]
-            )
-            stmt += sql.SQL(
-                " ON CONFLICT ({u}) DO UPDATE SET {a}, _seq = nextval('cxd.change_seq'),"
-                " _ingested_at = now(), _run_id = EXCLUDED._run_id WHERE {w}"
-            ).format(
-                u=_ident_list(self.unique),
-                a=assign,
-                w=sql.SQL("({}) IS DISTINCT FROM ({})").format(
-                    sql.SQL(", ").join(
-                        sql.SQL("{}.{}").format(self.raw, sql.Identifier(c)) for c in others
-                    ),
-                    sql.SQL(", ").join(
-                        sql.SQL("EXCLUDED.{}").format(sql.Identifier(c)) for c in others
-                    ),
-                ),
-            )
-        else:
-            stmt += sql.SQL(" ON CONFLICT ({u}) DO NOTHING").format(u=_ident_list(self.unique))
-        if self.mode == "full":
-            self.cur.execute(
-                sql.SQL(
-                    "DELETE FROM {raw} r WHERE r._stream_id IS NULL"
-                    " AND NOT EXISTS (SELECT 1 FROM {s} s WHERE {m})"
-                ).format(raw=self.raw, s=self.staging, m=_match(self.unique, "s", "r"))
-            )
+            # nothing in raw has these keys: a plain INSERT, no comparison needed
+            self.cur.execute(self._insert(), {"run_id": self.run_id})
             self.result.loaded += self.cur.rowcount
+            return
+        # One join of staging with raw finds every key that is new, changed or (full
+        # refresh) gone; then only those rows are written. A hash join: sorting both
+        # sides for a merge join, or probing raw's index per staged row with ON CONFLICT
+        # (which also locks every unchanged row), costs several times more.
+        key, full = self.unique, self.mode == "full"
+        others = [c for c in self.cols if c not in key]
+        kept = [sql.Identifier(f"_cxd_k{i}") for i in range(len(key))]
+        stmt = sql.SQL(
+            "WITH d AS MATERIALIZED ("
+            " SELECT {rkeys}, r._seq AS _cxd_raw, {scols}, s._stream_id, s._run_id, s._ord"
+            " FROM {s} s {join} {raw} r ON {m}"
+            " WHERE r._seq IS NULL OR (s._ord IS NOT NULL AND {d}){gone_filter}),"
+            " gone AS ({gone}),"
+            " changed AS (UPDATE {raw} r SET {assign}, _stream_id = d._stream_id,"
+            "  _seq = nextval('cxd.change_seq'), _ingested_at = now(),"
+            "  _run_id = coalesce(d._run_id, %(run_id)s)"
+            "  FROM d WHERE d._ord IS NOT NULL AND d._cxd_raw IS NOT NULL AND {md} RETURNING 1),"
+            " added AS (INSERT INTO {raw} ({c}, _stream_id, _seq, _run_id)"
+            "  SELECT {c}, _stream_id, nextval('cxd.change_seq'), coalesce(_run_id, %(run_id)s)"
+            "  FROM d WHERE d._cxd_raw IS NULL RETURNING 1)"
+            " SELECT (SELECT count(*) FROM gone) + (SELECT count(*) FROM changed)"
+            " + (SELECT count(*) FROM added)"
+        ).format(
+            rkeys=sql.SQL(", ").join(
+                sql.SQL("r.{} AS {}").format(sql.Identifier(k), alias)
+                for k, alias in zip(key, kept, strict=True)
+            ),
+            scols=_ident_list(self.cols, "s"),
+            s=self.staging,
+            join=sql.SQL("FULL JOIN" if full else "LEFT JOIN"),
+            raw=self.raw,
+            m=_match(key, "s", "r"),
+            d=_differs(others, "r", "s"),
+            gone_filter=sql.SQL(" OR (s._ord IS NULL AND r._stream_id IS NULL)" if full else ""),
+            gone=(
+                sql.SQL("DELETE FROM {raw} r USING d WHERE d._ord IS NULL AND {m} RETURNING 1")
+                if full
+                else sql.SQL("SELECT 1 WHERE false")
+            ).format(
+                raw=self.raw,
+                m=sql.SQL(" AND ").join(
+                    sql.SQL("r.{} = d.{}").format(sql.Identifier(k), alias)
+                    for k, alias in zip(key, kept, strict=True)
+                ),
+            ),
+            assign=sql.SQL(", ").join(
+                sql.SQL("{0} = d.{0}").format(sql.Identifier(c)) for c in others or key[:1]
+            ),
+            md=_match(key, "r", "d"),
+            c=_ident_list(self.cols),
+        )
+        self.cur.execute("SET LOCAL enable_mergejoin = off")
         self.cur.execute(stmt, {"run_id": self.run_id})
-        self.result.loaded += self.cur.rowcount
+        self.result.loaded += self.cur.fetchone()[0]
+        self.cur.execute("SET LOCAL enable_mergejoin = DEFAULT")
 
     def _merge_append(self) -> None:
         if self.mode == "full":
@@ -535,24 +688,56 @@ def load(
                 "SELECT stream_id FROM cxd.watermarks WHERE dataset = %s FOR UPDATE", (spec.name,)
             )
             cur.execute("SET LOCAL timezone = 'UTC'")
-            ensure_tables(cur, spec)
+            if not _tables_ready(cur, spec):
+                ensure_tables(cur, spec)
             loader = _Loader(cur, spec, run_id, mode, strict=strict)
-            cur.execute(sql.SQL("TRUNCATE {}").format(loader.staging))
-            for chunk in chunks:
-                loader.stage(chunk)
-                if on_progress:
-                    on_progress(loader.result)
+            # staging is emptied in the transaction that fills it, so it is empty here
+            # unless something else wrote to it
+            cur.execute(sql.SQL("SELECT EXISTS (SELECT FROM {})").format(loader.staging))
+            if cur.fetchone()[0]:
+                cur.execute(sql.SQL("TRUNCATE {}").format(loader.staging))
+            try:
+                for chunk in chunks:
+                    loader.stage(chunk)
+                    if on_progress:
+                        on_progress(loader.result)
+                loader.finish_staging()
+            finally:
+                loader.close()  # no COPY may outlive the transaction
             loader.dataset_checks(previous_rows, after_merge=False)
             since = time.perf_counter()
             loader.merge(time_range)
             loader._clock("merge", since)
             loader.dataset_checks(previous_rows, after_merge=True)
             _advance(cur, spec, run_id, cursor, stream_watermark)
-            cur.execute(sql.SQL("TRUNCATE {}").format(loader.staging))
+            if loader.used_staging:
+                cur.execute(sql.SQL("TRUNCATE {}").format(loader.staging))
     finally:
         if loader is not None and loader.result.events:
             record_events(db, spec.name, run_id, loader.result.events)
     return loader.result
+
+
+def _tables_ready(cur, spec: SourceSpec) -> bool:
+    """True when raw and staging already have every declared column with its type (one
+    catalog query; :func:`ensure_tables` is only needed when this is False)."""
+    cur.execute(
+        "SELECT n.nspname, a.attname, format_type(a.atttypid, a.atttypmod), a.atthasdef"
+        " FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE c.relname = %s AND n.nspname IN ('raw', 'staging')"
+        " AND a.attnum > 0 AND NOT a.attisdropped",
+        (spec.name,),
+    )
+    found = {(schema, name): (ctype, has_default) for schema, name, ctype, has_default in cur}
+    for col in spec.columns:
+        for schema in ("raw", "staging"):
+            have = found.get((schema, col.name))
+            if have is None or not same_type(col.type, have[0]):
+                return False
+    if not all(("staging", name) in found for name, _ in STAGING_ENGINE):
+        return False
+    return found.get(("raw", "_seq"), (None, False))[1]
 
 
 def _advance(cur, spec: SourceSpec, run_id, cursor, stream_watermark) -> None:

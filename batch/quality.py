@@ -173,7 +173,17 @@ def type_column(
         text, bad, reason = _as_text(series), ~null, said(f"expected {ctype}, got {{v!r}}")
     elif ctype in ("integer", "bigint", "smallint"):
         reason = said(f"expected an integer ({ctype}), got {{v!r}}")
-        if pd.api.types.is_numeric_dtype(series):
+        if series.dtype in (np.int64, np.float64):  # numbers from JSON or a typed frame
+            limit = _INT_BOUNDS[ctype]
+            null = series.isna().to_numpy(dtype=bool)
+            values = series.to_numpy(dtype=float, na_value=np.nan)
+            with np.errstate(invalid="ignore"):
+                bad = ~null & (((values % 1) != 0) | (values >= limit) | (values < -limit))
+            good = ~(null | bad)
+            exact = series.to_numpy() if series.dtype == np.int64 else values
+            text = pd.Series(np.full(n, None, dtype=object))
+            text[good] = exact[good].astype(np.int64).astype(str).astype(object)
+        elif pd.api.types.is_numeric_dtype(series):
             null = series.isna().to_numpy(dtype=bool)
             values = series.to_numpy(dtype=float, na_value=np.nan)
             with np.errstate(invalid="ignore"):
@@ -186,13 +196,19 @@ def type_column(
             text = _stripped(series)
             null = _nulls(text, ctype)
             bad = ~null & ~_flag(text.astype(str).str.fullmatch(_INT_RE))
-        if not bad.all():
+        if series.dtype not in (np.int64, np.float64) and not bad.all():
             nums = pd.to_numeric(text.where(~(bad | null)), errors="coerce")
             limit = _INT_BOUNDS[ctype]
             bad = bad | (~null & _flag((nums >= limit) | (nums < -limit)))
     elif ctype in ("double precision", "real", "numeric"):
         reason = said("expected a number, got {v!r}")
-        if pd.api.types.is_numeric_dtype(series):
+        if series.dtype in (np.int64, np.float64):
+            # numpy writes the shortest text that reads back as the same double, like repr
+            values = series.to_numpy()
+            null = series.isna().to_numpy(dtype=bool)
+            text = pd.Series(np.full(n, None, dtype=object))
+            text[~null] = values[~null].astype(str).astype(object)
+        elif pd.api.types.is_numeric_dtype(series):
             text = series.astype(object).map(repr_number)
             null = text.isna().to_numpy(dtype=bool)
         else:
@@ -285,21 +301,19 @@ class ChunkChecker:
         for col in self.spec.columns:
             series = frame[col.name]
             if trust and pd.api.types.is_string_dtype(series) and series.dtype != object:
-                text = series.astype(object)
+                values = series.to_numpy(dtype=object, na_value=None, copy=True)
                 if col.type != "text":
-                    text = text.where(
-                        (text != "").to_numpy(dtype=bool) & text.notna().to_numpy(dtype=bool), None
-                    )
+                    values[values == ""] = None  # an empty CSV field is a null but in text
             else:
                 text, bad, reason = type_column(series, col.type)
-                text.index = frame.index
                 rejects.add(bad, f"type:{col.name}", reason)
-            typed[col.name] = text.to_numpy(dtype=object)
+                values = text.to_numpy(dtype=object)
+            typed[col.name] = values
         out = pd.DataFrame(typed)
         out.index = frame.index
         for name in required_columns(self.spec):
-            values = out[name]
-            missing = values.isna().to_numpy() | (values.astype(object) == "").to_numpy()
+            values = out[name].to_numpy(dtype=object)
+            missing = pd.isna(values) | (values == "")
             why = "part of the key" if name in self.spec.key else "the time column"
             rejects.add(missing, f"required:{name}", f"{name} is required ({why})")
         for check in self.row_checks:

@@ -85,7 +85,8 @@ _ALIASES = {
 }
 
 
-def _same_type(declared: str, existing: str) -> bool:
+def same_type(declared: str, existing: str) -> bool:
+    """True when a declared column type is the type Postgres reports (format_type)."""
     return _ALIASES.get(declared, declared) == existing
 
 
@@ -109,7 +110,7 @@ def ensure_tables(cur, spec: SourceSpec) -> None:
     ]
     if existing:
         for col in spec.columns:
-            if col.name in existing and not _same_type(col.type, existing[col.name]):
+            if col.name in existing and not same_type(col.type, existing[col.name]):
                 raise SchemaChangeError(
                     f"dataset {spec.name!r}: column {col.name!r} is {existing[col.name]} in raw "
                     f"but declared {col.type}; add a new column instead of changing its type"

@@ -22,16 +22,20 @@ Exactly once, whatever dies when:
 from __future__ import annotations
 
 import contextlib
+import gc
+import itertools
 import logging
 import os
 import socket
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
+import pandas as pd
 import psycopg2
 import redis
 
@@ -68,39 +72,17 @@ _POISON = (
     TypeError,
 )
 
+# the ids come as one space-separated string: packing thousands of arguments costs the
+# client more than splitting them costs Redis
 _ACK = """
+local ids = {}
+for id in string.gmatch(ARGV[2], '%S+') do ids[#ids + 1] = id end
 local n = 0
-for i = 2, #ARGV, 1000 do
-  n = n + redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+for i = 1, #ids, 1000 do
+  n = n + redis.call('XACK', KEYS[1], ARGV[1], unpack(ids, i, math.min(i + 999, #ids)))
 end
 if n > 0 then redis.call('DECRBY', KEYS[2], n) end
 return n
-"""
-
-# one round trip, and a flat reply (redis-py's XREADGROUP parsing costs more than Redis)
-_READ = """
-local fresh = 0
-local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3],
-                     'STREAMS', KEYS[1], '0')
-if not r or #r[1][2] == 0 then
-  fresh = 1
-  r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3],
-                 'STREAMS', KEYS[1], '>')
-end
-local out = {fresh}
-if r then
-  for _, e in ipairs(r[1][2]) do
-    local payload = ''
-    if e[2] then
-      for i = 1, #e[2], 2 do
-        if e[2][i] == 'd' then payload = e[2][i + 1] end
-      end
-    end
-    out[#out + 1] = e[1]
-    out[#out + 1] = payload
-  end
-end
-return out
 """
 
 _DEAD_LETTER = """
@@ -141,6 +123,7 @@ class Loader:
         batch_size: int = 10_000,
         max_failures: int = 3,
         max_batches: int = 100,
+        read_ahead: bool = False,
     ):
         self.stores = stores
         self.redis: redis.Redis = stores.redis
@@ -148,9 +131,18 @@ class Loader:
         self.batch_size = batch_size
         self.max_failures = max_failures
         self.max_batches = max_batches  # per call, so one busy dataset cannot starve others
+        # read and decode the next batch while one loads (a long backlog: drain); a batch
+        # read ahead when the loader dies is pending like the one being loaded
+        self.read_ahead = read_ahead
         self._ack = self.redis.register_script(_ACK)
         self._dead_letter = self.redis.register_script(_DEAD_LETTER)
-        self._read_script = self.redis.register_script(_READ)
+        # XREADGROUP replies as hiredis parses them: redis-py's reply callback (a dict per
+        # entry) costs more than Redis takes to answer
+        self._plain = redis.Redis(connection_pool=self.redis.connection_pool)
+        self._plain.response_callbacks.pop("XREADGROUP", None)
+        self._plain.response_callbacks.pop("xreadgroup", None)
+        self._pending_first = True
+        self._ahead: _ReadAhead | None = None  # while a reading-ahead round runs
         self._lock_cursor = None
 
     def after_commit(self, dataset: str, ids: list[str]) -> None:
@@ -172,22 +164,33 @@ class Loader:
             report.claimed = self._claim_dead(dataset)
             opts = speed_options(spec)
             grace_ms = int(parse_duration(opts["grace"]) * 1000)
-            for _ in range(self.max_batches):
-                entries, fresh = self._read(dataset, durable=opts["durable"])
-                if not entries:
-                    break
-                # entries come in id order: those at or below W (committed by a loader that
-                # died before its XACK) form a prefix
-                w, cut = parse_id(report.watermark), 0
-                while cut < len(entries) and parse_id(entries[cut][0]) <= w:
-                    cut += 1
-                done, todo = [eid for eid, _ in entries[:cut]], entries[cut:]
-                if done:
-                    report.skipped += self._acknowledge(dataset, done)
-                complete = self._load_part(spec, todo, report) if todo else True
-                self._trim(dataset, report.watermark, grace_ms)
-                if not complete or (fresh and len(entries) < self.batch_size):
-                    break
+            self._pending_first = True
+            ahead = _ReadAhead(self, spec, durable=opts["durable"])
+            self._ahead = ahead if self.read_ahead else None
+            try:
+                for _ in range(self.max_batches):
+                    entries, fresh, frame = ahead.next()
+                    if not entries:
+                        break
+                    # entries come in id order: those at or below W (committed by a loader
+                    # that died before its XACK) form a prefix
+                    w, cut = parse_id(report.watermark), 0
+                    while cut < len(entries) and parse_id(entries[cut][0]) <= w:
+                        cut += 1
+                    done, todo = [eid for eid, _ in entries[:cut]], entries[cut:]
+                    if done:
+                        report.skipped += self._acknowledge(dataset, done)
+                    last = fresh and len(entries) < self.batch_size
+                    if self.read_ahead and fresh and not last:
+                        ahead.start()  # read and decode the next batch during this load
+                    frame = frame if not done else None
+                    complete = self._load_part(spec, todo, report, frame) if todo else True
+                    self._trim(dataset, report.watermark, grace_ms)
+                    if not complete or last:
+                        break
+            finally:
+                self._ahead = None
+                ahead.close()  # a batch read ahead stays pending: the next round loads it
         if report.loaded or report.dead:
             self.redis.publish(notify_channel(dataset), "batch")
         return report
@@ -289,37 +292,62 @@ class Loader:
     def _read(self, dataset: str, *, durable: bool) -> tuple[list[tuple[str, Any]], bool]:
         """Our pending entries first (oldest unloaded), else new ones; (entries, fresh).
 
-        Each entry is (stream id, payload bytes or None for a trimmed pending entry).
+        Each entry is (stream id, payload bytes or None for a trimmed pending entry). Once
+        a round finds no pending entry it reads only new ones: every batch it loads is
+        acknowledged before the next read, or the round ends.
         """
-        keys, args = [log_key(dataset)], [LOADER_GROUP, self.consumer, self.batch_size]
+        if self._pending_first:
+            entries = self._read_group(dataset, "0", durable=durable)
+            if entries:
+                return entries, False
+            self._pending_first = False
+        return self._read_group(dataset, ">", durable=durable), True
+
+    def _read_group(self, dataset: str, start: str, *, durable: bool) -> list[tuple[str, Any]]:
+        key = log_key(dataset)
+        args = ["XREADGROUP", "GROUP", LOADER_GROUP, self.consumer, "COUNT", self.batch_size]
+        args += ["STREAMS", key, start]
         waitaof = False
         if durable:
             from speed.durability import durable_persistence
 
             waitaof = durable_persistence(self.redis).waitaof
-        if waitaof:
-            from speed.durability import WAITAOF_TIMEOUT_MS, check_waitaof
+        with _gc_paused():
+            if waitaof:
+                from speed.durability import WAITAOF_TIMEOUT_MS, check_waitaof
 
-            # the XREADGROUP is written after the events it delivers: once it is fsynced,
-            # so are they, and W can never pass an event a Redis crash could take back
-            pipe = self.redis.pipeline(transaction=False)
-            self._read_script(keys=keys, args=args, client=pipe)
-            pipe.execute_command("WAITAOF", 1, 0, WAITAOF_TIMEOUT_MS)
-            reply, synced = pipe.execute()
-            check_waitaof(synced)
-        else:
-            reply = self._read_script(keys=keys, args=args)
-        fresh = reply[0] == 1
-        entries = [(reply[i].decode(), reply[i + 1] or None) for i in range(1, len(reply), 2)]
-        return entries, fresh
+                # the XREADGROUP is written after the events it delivers: once it is
+                # fsynced, so are they, and W can never pass an event a Redis crash could
+                # take back
+                pipe = self._plain.pipeline(transaction=False)
+                pipe.execute_command(*args)
+                pipe.execute_command("WAITAOF", 1, 0, WAITAOF_TIMEOUT_MS)
+                reply, synced = pipe.execute()
+                check_waitaof(synced)
+            else:
+                reply = self._plain.execute_command(*args)
+            return _entries(reply)
 
     # -- loading -----------------------------------------------------------------------
 
-    def _load_part(self, spec: SourceSpec, part: list[tuple[str, Any]], report: LoadReport) -> bool:
-        """Load ``part`` in order; True when every event of it is loaded or dead-lettered."""
+    def _load_part(
+        self,
+        spec: SourceSpec,
+        part: list[tuple[str, Any]],
+        report: LoadReport,
+        frame: pd.DataFrame | None = None,
+    ) -> bool:
+        """Load ``part`` in order; True when every event of it is loaded or dead-lettered.
+
+        ``frame``: the events of ``part`` already decoded (:func:`_frame`), if they were.
+        """
         if not part:
             return True
-        failures = self.redis.hmget(failures_key(spec.name), [eid for eid, _ in part])
+        failures = (
+            self.redis.hmget(failures_key(spec.name), [eid for eid, _ in part])
+            if self.redis.exists(failures_key(spec.name))  # mostly none: skip sending the ids
+            else []
+        )
         for i, count in enumerate(failures):
             if count is not None and int(count) >= self.max_failures:
                 # gave up on it before (a crash came before its watermark commit)
@@ -331,7 +359,7 @@ class Loader:
                     and self._load_part(spec, part[i + 1 :], report)
                 )
         try:
-            self._commit(spec, part, report)
+            self._commit(spec, part, report, frame if not failures else None)
             return True
         except _POISON as exc:
             if len(part) == 1:
@@ -341,25 +369,32 @@ class Loader:
                 spec, part[mid:], report
             )
 
-    def _commit(self, spec: SourceSpec, part: list[tuple[str, Any]], report: LoadReport) -> None:
+    def _commit(
+        self,
+        spec: SourceSpec,
+        part: list[tuple[str, Any]],
+        report: LoadReport,
+        frame: pd.DataFrame | None = None,
+    ) -> None:
         ids = [eid for eid, _ in part]
-        records = []
-        for eid, payload in part:
-            try:
-                record = None if payload is None else orjson.loads(payload)
-            except ValueError as exc:
-                raise PoisonEvent(f"event {eid} is not JSON: {exc}") from None
-            if not isinstance(record, dict):
-                raise PoisonEvent(f"event {eid} is not a JSON object")
-            records.append(record)
         self._check_lock()
         load_rows(
-            self.stores.db, spec, records, stream_ids=ids, stream_watermark=ids[-1], strict=True
+            self.stores.db,
+            spec,
+            frame if frame is not None else _frame(spec, part),
+            stream_ids=ids,
+            stream_watermark=ids[-1],
+            strict=True,
         )
         report.loaded += len(ids)
         report.watermark = ids[-1]
         self.after_commit(spec.name, ids)
-        self._acknowledge(spec.name, ids)
+        if self._ahead is not None:
+            # committed: the XACK may trail (unacknowledged ids <= W are only acknowledged
+            # by whichever loader reads them next), so it goes after the read ahead
+            self._ahead.later(self._acknowledge, spec.name, ids)
+        else:
+            self._acknowledge(spec.name, ids)
 
     def _failed(self, spec: SourceSpec, entry: tuple[str, Any], exc: Exception, report) -> bool:
         eid = entry[0]
@@ -411,7 +446,9 @@ class Loader:
     def _acknowledge(self, dataset: str, ids: list[str]) -> int:
         """XACK ``ids`` and take the newly acknowledged ones off the backlog."""
         return int(
-            self._ack(keys=[log_key(dataset), backlog_key(dataset)], args=[LOADER_GROUP, *ids])
+            self._ack(
+                keys=[log_key(dataset), backlog_key(dataset)], args=[LOADER_GROUP, " ".join(ids)]
+            )
         )
 
     def _trim(self, dataset: str, watermark: str, grace_ms: int) -> None:
@@ -419,6 +456,171 @@ class Loader:
         ms, _ = parse_id(watermark)
         if ms > grace_ms:
             self.redis.xtrim(log_key(dataset), minid=f"{ms - grace_ms}-0", approximate=True)
+
+
+# JSON values that go to Postgres as text for a column type (their text reads back as the
+# same value, and Postgres refuses the same ones the typing would)
+_INTS, _NUMBERS = {int, type(None)}, {int, float, type(None)}
+_AS_TEXT = {
+    "smallint": _INTS,
+    "integer": _INTS,
+    "bigint": _INTS,
+    "double precision": _NUMBERS,
+    "real": _NUMBERS,
+    "numeric": _NUMBERS,
+    "text": _NUMBERS,
+}
+
+
+class _GcPause:
+    """No cyclic garbage collection while a batch is read and decoded: a batch makes
+    hundreds of thousands of short-lived acyclic objects (freed by reference counting),
+    and the collections they trigger cost as much as the decoding itself. Nests across
+    threads; collection resumes (if it was on) when the last holder leaves."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._holders = 0
+        self._restore = False
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self._lock:
+            self._holders += 1
+            if self._holders == 1:
+                self._restore = gc.isenabled()
+                gc.disable()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._holders -= 1
+                if self._holders == 0 and self._restore:
+                    gc.enable()
+
+
+_gc_paused = _GcPause()
+
+
+def _entries(reply: Any) -> list[tuple[str, Any]]:
+    """(id, payload of field ``d`` or None) of a one-stream XREADGROUP reply, RESP2 or 3."""
+    if not reply:
+        return []
+    found = next(iter(reply.values())) if isinstance(reply, dict) else reply[0][1]
+    return [
+        (eid.decode(), (fields[1] if fields[0] == b"d" else _payload(fields)) or None)
+        if fields
+        else (eid.decode(), None)  # a trimmed pending entry has no fields
+        for eid, fields in found
+    ]
+
+
+def _payload(fields: list[bytes]) -> bytes | None:
+    return dict(zip(fields[::2], fields[1::2], strict=True)).get(b"d")
+
+
+def _records(part: list[tuple[str, Any]]) -> list[dict[str, Any]]:
+    """The decoded events of ``part``; PoisonEvent names the first that is not an object."""
+    try:
+        records = list(map(orjson.loads, [payload for _, payload in part]))
+        if set(map(type, records)) <= {dict}:
+            return records
+    except (ValueError, TypeError):
+        pass
+    for eid, payload in part:  # find and name the culprit
+        try:
+            record = None if payload is None else orjson.loads(payload)
+        except ValueError as exc:
+            raise PoisonEvent(f"event {eid} is not JSON: {exc}") from None
+        if not isinstance(record, dict):
+            raise PoisonEvent(f"event {eid} is not a JSON object")
+    raise AssertionError("unreachable: every event decoded")
+
+
+def _frame(spec: SourceSpec, part: list[tuple[str, Any]]) -> pd.DataFrame:
+    """The events of ``part`` as a frame of the declared columns (built column by column,
+    which costs a fraction of a frame from a list of dicts)."""
+    with _gc_paused():
+        return _columns(spec, _records(part))
+
+
+def _columns(spec: SourceSpec, records: list[dict[str, Any]]) -> pd.DataFrame:
+    columns = {}
+    for col in spec.columns:
+        values = list(map(dict.get, records, itertools.repeat(col.name)))
+        allowed = _AS_TEXT.get(col.type)
+        kinds = set(map(type, values))
+        if allowed and kinds <= allowed:
+            # numbers become the text a CSV would hold, and Postgres types them during the
+            # COPY (as for every text column); it refuses what it cannot take, like the
+            # typing would, and the batch is split to find the event
+            if type(None) in kinds:
+                values = [v if v is None else str(v) for v in values]
+            else:
+                values = list(map(str, values))
+        columns[col.name] = values
+    return pd.DataFrame(columns)
+
+
+class _ReadAhead:
+    """Batches for :meth:`Loader.load`, the next new one read and decoded in a thread while
+    the current one is loaded (Redis and the decoding overlap Postgres's COPY).
+
+    Only new entries (XREADGROUP ``>``) are read ahead, once the round's pending entries
+    are done: every batch before it is then loaded and acknowledged, or the round ends and
+    the batch read ahead stays pending for the next round, which reads pending entries
+    first. Either way entries load in id order.
+    """
+
+    def __init__(self, loader: Loader, spec: SourceSpec, *, durable: bool):
+        self.loader, self.spec, self.durable = loader, spec, durable
+        self._pool: ThreadPoolExecutor | None = None
+        self._next: Future | None = None
+        self._later: list[Future] = []
+
+    def next(self) -> tuple[list[tuple[str, Any]], bool, pd.DataFrame | None]:
+        """(entries, fresh, their frame or None) of the next batch."""
+        if self._next is not None:
+            future, self._next = self._next, None
+            return future.result()
+        entries, fresh = self.loader._read(self.spec.name, durable=self.durable)
+        return entries, fresh, None
+
+    def start(self) -> None:
+        """Begin reading the next new batch."""
+        self._next = self._submit(self._read_new)
+
+    def later(self, fn, *args) -> None:
+        """Run ``fn(*args)`` in the reading thread, after what it is doing now."""
+        self._later.append(self._submit(fn, *args))
+
+    def _submit(self, fn, *args) -> Future:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cxd-read")
+        return self._pool.submit(fn, *args)
+
+    def _read_new(self) -> tuple[list[tuple[str, Any]], bool, pd.DataFrame | None]:
+        entries = self.loader._read_group(self.spec.name, ">", durable=self.durable)
+        try:
+            frame = _frame(self.spec, entries) if entries else None
+        except PoisonEvent:
+            frame = None  # the load finds the event by splitting the batch
+        return entries, True, frame
+
+    def close(self) -> None:
+        if self._next is not None:
+            with contextlib.suppress(Exception):
+                self._next.result()
+            self._next = None
+        for done in self._later:
+            try:
+                done.result()
+            except Exception:  # left pending at or below W: the next round acknowledges it
+                log.exception("speed %s: acknowledging a loaded batch failed", self.spec.name)
+        self._later = []
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
 
 def _text(value: Any) -> str:
@@ -431,9 +633,10 @@ def _json(value: Any) -> str:
     return json.dumps(value, default=str)
 
 
-def drain(stores: Stores, dataset: str, batch_size: int = 10_000) -> int:
+def drain(stores: Stores, dataset: str, batch_size: int = 50_000) -> int:
     """Load every event waiting for ``dataset`` into raw; return how many were loaded."""
-    return Loader(stores, batch_size=batch_size, max_batches=1_000_000).load(dataset).loaded
+    loader = Loader(stores, batch_size=batch_size, max_batches=1_000_000, read_ahead=True)
+    return loader.load(dataset).loaded
 
 
 def load_live(stores: Stores, loader: Loader | None = None) -> list[LoadReport]:

@@ -67,6 +67,45 @@ def test_loader_killed_between_commit_and_ack_never_reloads(stores, live, loader
     assert [(r["event"], r["details"]["consumers"]) for r in log] == [("claimed", {"doomed": 1000})]
 
 
+CRASH_WHILE_READING_AHEAD = """
+import os, signal, sys, time
+from cxd.config import load_settings
+from cxd.stores import open_stores
+from speed.loader import Loader
+
+class Crashing(Loader):
+    commits = 0
+
+    def after_commit(self, dataset, ids):
+        self.commits += 1
+        if self.commits == 2:  # the third batch is being read ahead meanwhile
+            time.sleep(0.5)  # (let that read reach Redis)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+loader = Crashing(open_stores(load_settings()), batch_size=1000, consumer="doomed",
+                  max_batches=1000, read_ahead=True)
+loader.load(sys.argv[1])
+"""
+
+
+def test_a_draining_loader_killed_while_reading_ahead_loses_and_repeats_nothing(
+    stores, live, loader_process
+):
+    live("events")
+    ids = append(stores.redis, "events", [event(i) for i in range(5000)])
+    proc = loader_process("events", script=CRASH_WHILE_READING_AHEAD)
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+    assert get_watermark(stores.db, "events")["stream_id"] == ids[1999]
+    # the second batch (committed, not acknowledged) and the third (read ahead) wait
+    assert stores.redis.xpending(log_key("events"), LOADER_GROUP)["pending"] == 2000
+    assert drain(stores, "events", batch_size=1000) == 3000
+    loaded = raw_ids(stores, "events")
+    assert len(loaded) == len(set(loaded)) == 5000
+    assert sorted(loaded, key=parse_id) == ids
+    assert backlog(stores.redis, "events") == 0
+    assert stores.redis.xpending(log_key("events"), LOADER_GROUP)["pending"] == 0
+
+
 def test_trimming_never_removes_an_unloaded_entry(stores, live):
     live("events", speed={"grace": "0s"})
     ids = append(stores.redis, "events", [event(i) for i in range(3000)])
