@@ -503,14 +503,15 @@ class _Loader:
         kept = [sql.Identifier(f"_cxd_k{i}") for i in range(len(key))]
         stmt = sql.SQL(
             "WITH d AS MATERIALIZED ("
-            " SELECT {rkeys}, r._seq AS _cxd_raw, {scols}, s._stream_id, s._run_id, s._ord"
+            " SELECT {rkeys}, r._seq AS _cxd_raw, r._run_id AS _cxd_raw_run, {scols},"
+            " s._stream_id, s._run_id, s._ord"
             " FROM {s} s {join} {raw} r ON {m}"
             " WHERE r._seq IS NULL OR (s._ord IS NOT NULL AND {d}){gone_filter}),"
             " gone AS ({gone}),"
             " changed AS (UPDATE {raw} r SET {assign}, _stream_id = d._stream_id,"
             "  _seq = nextval('cxd.change_seq'), _ingested_at = now(),"
             "  _run_id = coalesce(d._run_id, %(run_id)s)"
-            "  FROM d WHERE d._ord IS NOT NULL AND d._cxd_raw IS NOT NULL AND {md} RETURNING 1),"
+            "  FROM d WHERE d._ord IS NOT NULL AND d._cxd_raw IS NOT NULL AND {md}{later} RETURNING 1),"
             " added AS (INSERT INTO {raw} ({c}, _stream_id, _seq, _run_id)"
             "  SELECT {c}, _stream_id, nextval('cxd.change_seq'), coalesce(_run_id, %(run_id)s)"
             "  FROM d WHERE d._cxd_raw IS NULL RETURNING 1)"
@@ -543,6 +544,12 @@ class _Loader:
                 sql.SQL("{0} = d.{0}").format(sql.Identifier(c)) for c in others or key[:1]
             ),
             md=_match(key, "r", "d"),
+            # a reprocessed run rewrites only the keys no later run has written since
+            later=sql.SQL(
+                " AND (d._cxd_raw_run IS NULL OR d._cxd_raw_run <= d._run_id)"
+                if self.mode == "reprocess"
+                else ""
+            ),
             c=_ident_list(self.cols),
         )
         self.cur.execute("SET LOCAL enable_mergejoin = off")

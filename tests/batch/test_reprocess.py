@@ -33,10 +33,9 @@ class Growing(SourcePlugin):
 """
 
 
-@pytest.fixture
-def source(declare, plugin_file, tmp_path):
-    """A keyless dataset fed by a growing CSV; ``source.code(python)`` replaces the line
-    of ingest code that cleans the frame; ``source.add(rows)`` appends to the file."""
+def growing_source(declare, plugin_file, tmp_path, key: list[str] | None = None):
+    """A dataset fed by a growing CSV; ``source.code(python)`` replaces the line of
+    ingest code that cleans the frame; ``source.add(rows)`` appends to the file."""
     path = tmp_path / "nums.csv"
     path.write_text("")
 
@@ -63,8 +62,22 @@ def source(declare, plugin_file, tmp_path):
             {"name": "at", "type": "timestamptz"},
         ],
         time_column="at",
-    )  # no key
+        **({"key": key} if key else {}),
+    )
     return Source
+
+
+@pytest.fixture
+def source(declare, plugin_file, tmp_path):
+    """The growing CSV as a dataset without a key."""
+    return growing_source(declare, plugin_file, tmp_path)
+
+
+@pytest.fixture
+def keyed_source(declare, plugin_file, tmp_path):
+    """The growing CSV as a dataset keyed by ``id``: a later line with the same id
+    updates the row."""
+    return growing_source(declare, plugin_file, tmp_path, key=["id"])
 
 
 def _raw(rows):
@@ -142,3 +155,27 @@ def test_reprocess_skips_runs_whose_rows_are_not_in_raw(source, run_now, rows):
     refused = run_now("nums", "reprocess", {"run": first["id"]})
     assert refused["status"] == "failed"
     assert f"superseded by the full refresh run {full['id']}" in refused["error"]
+
+
+def test_reprocess_of_an_older_run_keeps_what_later_runs_wrote(keyed_source, run_now, rows):
+    """With a key, a reprocessed run rewrites the keys it wrote and no later run has
+    written since; reprocessing every run replays them in order, so the last one wins."""
+    keyed_source.add((1, 1.0), (2, 2.0), (3, 3.0))
+    first = run_now("nums")
+    keyed_source.add((1, 5.0), (4, 4.0))  # the second run updates id 1
+    second = run_now("nums")
+    assert (first["rows_loaded"], second["rows_loaded"]) == (3, 2)
+
+    keyed_source.code('frame["v"] = frame["v"] * 10')
+    redo = run_now("nums", "reprocess", {"run": first["id"]})
+    assert redo["status"] == "succeeded", redo["error"]
+    assert [r[:3] for r in _raw(rows)] == [
+        (second["id"], 1, 5.0), (first["id"], 2, 20.0), (first["id"], 3, 30.0),
+        (second["id"], 4, 4.0),
+    ]  # fmt: skip
+
+    assert run_now("nums", "reprocess")["status"] == "succeeded"
+    assert [r[:3] for r in _raw(rows)] == [
+        (second["id"], 1, 50.0), (first["id"], 2, 20.0), (first["id"], 3, 30.0),
+        (second["id"], 4, 40.0),
+    ]  # fmt: skip
