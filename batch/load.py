@@ -457,7 +457,7 @@ class _Loader:
         elif self.unique:
             self._merge_upsert()
         else:
-            self._merge_append()
+            self._merge_append(time_range)
 
     def _insert(self, versioned: bool = False, where: sql.Composable | None = None):
         """INSERT INTO raw SELECT FROM staging (alias ``s``); versions start at ``%(at)s``."""
@@ -557,9 +557,18 @@ class _Loader:
         self.result.loaded += self.cur.fetchone()[0]
         self.cur.execute("SET LOCAL enable_mergejoin = DEFAULT")
 
-    def _merge_append(self) -> None:
+    def _merge_append(self, time_range: tuple[Any, Any] | None = None) -> None:
         if self.mode == "full":
             self.cur.execute(sql.SQL("DELETE FROM {} WHERE _stream_id IS NULL").format(self.raw))
+            self.result.loaded += self.cur.rowcount
+        elif self.mode == "backfill" and time_range is not None:
+            # rows have no identity: the range's batch rows are replaced by what was fetched
+            self.cur.execute(
+                sql.SQL(
+                    "DELETE FROM {raw} WHERE _stream_id IS NULL AND {t} >= %s AND {t} < %s"
+                ).format(raw=self.raw, t=sql.Identifier(self.spec.time_column)),
+                time_range,
+            )
             self.result.loaded += self.cur.rowcount
         elif self.mode == "reprocess":
             # rows of the reprocessed runs are replaced by what the ingest makes of them now

@@ -102,3 +102,31 @@ def test_last_row_per_key_wins_within_one_load(temps, run_now, rows):
     temps("b.csv", [("z", "2026-06-01T00:00:00Z", 4.0), ("z", "2026-06-01T00:00:00Z", 5.0)])
     assert run_now("temps")["status"] == "succeeded"
     assert rows("SELECT site, v FROM raw.temps WHERE site = 'z'") == [("z", 5.0)]
+
+
+def test_backfill_without_a_key_replaces_the_range(declare, tmp_path, run_now, rows):
+    """Rows without a key have no identity: a backfill replaces the batch rows of its
+    range with what it fetched, so backfilling the same range twice keeps one copy and
+    rows outside the range stay."""
+    folder = tmp_path / "r"
+    folder.mkdir()
+    declare(
+        name="readings",
+        type="file",
+        kind="time_series",
+        options={"path": f"{folder}/*.csv"},
+        columns=[{"name": "at", "type": "timestamptz"}, {"name": "v", "type": "double precision"}],
+        time_column="at",
+    )  # no key
+    (folder / "a.csv").write_text(
+        "at,v\n2026-04-30T00:00:00Z,0\n2026-05-01T00:00:00Z,1\n2026-05-02T00:00:00Z,2\n"
+    )
+    assert run_now("readings")["rows_loaded"] == 3
+    (folder / "a.csv").write_text(
+        "at,v\n2026-04-30T00:00:00Z,9\n2026-05-01T00:00:00Z,1.5\n2026-05-03T00:00:00Z,3\n"
+    )
+    window = {"from": "2026-05-01T00:00:00Z", "to": "2026-05-31T00:00:00Z"}
+    for _ in range(2):
+        run = run_now("readings", "backfill", window)
+        assert run["status"] == "succeeded", run["error"]
+        assert rows("SELECT v FROM raw.readings ORDER BY at") == [(0.0,), (1.5,), (3.0,)]
