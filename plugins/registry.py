@@ -27,6 +27,22 @@ BUILTINS = {
 }
 
 _loaded: dict[str, type[SourcePlugin]] = {}
+_seen: tuple = ()  # the plugin files (path, size, mtime) the last discovery read
+
+
+def _files(plugin_dir: Path | None) -> tuple:
+    if not plugin_dir or not plugin_dir.is_dir():
+        return ()
+    out = []
+    for path in sorted(plugin_dir.glob("*.py")):
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            continue
+        out.append((str(path), st.st_size, st.st_mtime_ns))
+    return tuple(out)
+
+
 _errors: dict[str, str] = {}
 
 
@@ -45,8 +61,10 @@ def _classes_in(module) -> list[type[SourcePlugin]]:
 
 def discover(plugin_dir: Path | None = None) -> dict[str, type[SourcePlugin]]:
     """Every plugin class by name (``type`` for built-ins, module or entry-point name else)."""
+    global _seen
     found: dict[str, type[SourcePlugin]] = {}
     _errors.clear()
+    _seen = _files(plugin_dir)
     for name, target in BUILTINS.items():
         found[name] = _import(target)
     for ep in entry_points(group="cxd.plugins"):
@@ -83,7 +101,11 @@ def plugin_types() -> list[str]:
 
 def plugin_for(spec: SourceSpec, plugin_dir: Path | None = None) -> SourcePlugin:
     """An instance of the plugin serving ``spec``, its settings checked."""
-    if not _loaded or (plugin_dir and spec.plugin and spec.plugin not in _loaded):
+    if (
+        not _loaded
+        or (plugin_dir and spec.plugin and spec.plugin not in _loaded)
+        or (spec.plugin and _files(plugin_dir) != _seen)  # a plugin file added, edited or gone
+    ):
         discover(plugin_dir)
     name = spec.plugin or spec.type
     cls = _loaded.get(name)

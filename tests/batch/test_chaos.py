@@ -21,6 +21,7 @@ import psycopg2
 import pytest
 
 from batch.jobs import enqueue_run, recover
+from tests.batch.growing import growing_plugin
 
 ROOT = Path(__file__).resolve().parents[2]
 LOADS = int(os.environ.get("CXD_CHAOS_LOADS", "50"))
@@ -28,29 +29,7 @@ ROWS_PER_LOAD = int(os.environ.get("CXD_CHAOS_ROWS", "3000"))
 KILL_RATE = float(os.environ.get("CXD_CHAOS_KILL_RATE", "0.3"))
 KILL_WITHIN = 0.1  # seconds after the run started fetching
 
-GROWING = """
-import io
-import pandas as pd
-from plugins.base import Payload, SourcePlugin
-
-class Growing(SourcePlugin):
-    '''A CSV file that only grows; the cursor is the byte offset loaded so far.'''
-
-    def fetch(self, cursor):
-        offset = int(cursor or 0)
-        with open(self.options["path"], "rb") as fh:
-            fh.seek(offset)
-            data = fh.read()
-        end = data.rfind(b"\\n") + 1
-        if end:
-            yield Payload(content=data[:end], media_type="text/plain", meta={"end": offset + end})
-
-    def ingest(self, payload):
-        return pd.read_csv(io.BytesIO(payload.content), header=None, names=["id", "at", "v"], dtype=str)
-
-    def next_cursor(self, cursor, payloads):
-        return payloads[-1].meta["end"] if payloads else cursor
-"""
+GROWING = growing_plugin(["id", "at", "v"], as_text=True)
 
 
 def _stuck(stores) -> list[dict]:

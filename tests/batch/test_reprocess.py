@@ -7,30 +7,7 @@ from __future__ import annotations
 import pytest
 
 from serving.changes import encode_cursor
-
-GROWING = """
-import io
-import pandas as pd
-from plugins.base import Payload, SourcePlugin
-
-class Growing(SourcePlugin):
-    '''A CSV file that only grows; the cursor is the byte offset loaded so far.'''
-
-    def fetch(self, cursor):
-        offset = int(cursor or 0)
-        with open(self.options["path"], "rb") as fh:
-            fh.seek(offset)
-            data = fh.read()
-        yield Payload(content=data, media_type="text/csv", meta={"end": offset + len(data)})
-
-    def ingest(self, payload):
-        frame = pd.read_csv(io.BytesIO(payload.content), header=None, names=["id", "v", "at"])
-        INGEST
-        return frame
-
-    def next_cursor(self, cursor, payloads):
-        return payloads[-1].meta["end"] if payloads else cursor
-"""
+from tests.batch.growing import growing_plugin
 
 
 def growing_source(declare, plugin_file, tmp_path, key: list[str] | None = None):
@@ -42,7 +19,7 @@ def growing_source(declare, plugin_file, tmp_path, key: list[str] | None = None)
     class Source:
         @staticmethod
         def code(line: str = "pass") -> None:
-            plugin_file("growing", GROWING.replace("INGEST", line))
+            plugin_file("growing", growing_plugin(["id", "v", "at"], line))
 
         @staticmethod
         def add(*rows: tuple[int, float]) -> None:
@@ -179,3 +156,15 @@ def test_reprocess_of_an_older_run_keeps_what_later_runs_wrote(keyed_source, run
         (second["id"], 1, 50.0), (first["id"], 2, 20.0), (first["id"], 3, 30.0),
         (second["id"], 4, 40.0),
     ]  # fmt: skip
+
+
+def test_an_edited_plugin_file_is_used_without_a_restart(source, run_now, rows, settings):
+    """The ingest code is read again when its file changes: a long-lived process (a
+    worker, cxd-ingest) reprocesses with the code on disk, not the code it first loaded."""
+    source.add((1, 1.0), (2, 2.0))
+    first = run_now("nums")
+    plugin = settings.plugin_dir / "growing.py"
+    plugin.write_text(growing_plugin(["id", "v", "at"], 'frame["v"] = frame["v"] + 100'))
+    redo = run_now("nums", "reprocess", {"run": first["id"]})
+    assert redo["status"] == "succeeded", redo["error"]
+    assert [r[1:3] for r in _raw(rows)] == [(1, 101.0), (2, 102.0)]

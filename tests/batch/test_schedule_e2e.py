@@ -22,43 +22,14 @@ import pytest
 import yaml
 
 from batch.schedule import scheduler
+from tests.batch.growing import growing_plugin
 
 ROOT = Path(__file__).resolve().parents[2]
 EVERY = 2  # seconds per slot
 POLL = 0.5  # each scheduler's polling interval (seconds)
 ENTRY = "cxd-schedule-ticks-every"
 
-GROWING = """
-import io, os
-import pandas as pd
-from plugins.base import Payload, SourcePlugin
-from plugins.exceptions import FetchError
-
-class Growing(SourcePlugin):
-    '''A CSV file that only grows; the cursor is the byte offset loaded so far. While
-    the file ``unreachable`` exists, the next fetch fails as a source that is down does.'''
-
-    def fetch(self, cursor):
-        try:
-            os.unlink(self.options["unreachable"])
-        except FileNotFoundError:
-            pass
-        else:
-            raise FetchError("the source answered 503")
-        offset = int(cursor or 0)
-        with open(self.options["path"], "rb") as fh:
-            fh.seek(offset)
-            data = fh.read()
-        end = data.rfind(b"\\n") + 1
-        if end:
-            yield Payload(content=data[:end], media_type="text/plain", meta={"end": offset + end})
-
-    def ingest(self, payload):
-        return pd.read_csv(io.BytesIO(payload.content), header=None, names=["id", "at"], dtype=str)
-
-    def next_cursor(self, cursor, payloads):
-        return payloads[-1].meta["end"] if payloads else cursor
-"""
+GROWING = growing_plugin(["id", "at"], as_text=True)
 
 
 def _children(parent: int) -> list[int]:
