@@ -9,8 +9,7 @@ import pytest
 
 from batch.jobs import execute_run
 from batch.runs import create_run
-from batch.tables import register_dataset
-from cxd.catalog import parse_source, save_source
+from tests.helpers import declare_source
 
 
 @pytest.fixture
@@ -18,10 +17,7 @@ def declare(stores):
     """Store a source declared as a dict and create its tables; return its spec."""
 
     def make(**body):
-        spec = parse_source(body)
-        save_source(stores.db, spec)
-        register_dataset(stores.db, spec)
-        return spec
+        return declare_source(stores, body)
 
     return make
 

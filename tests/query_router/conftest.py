@@ -8,11 +8,9 @@ from pathlib import Path
 import pytest
 
 from batch.load import load_rows
-from batch.tables import register_dataset
-from cxd.catalog import parse_source, save_source
 from query_router.read_speed import forget_speed_state
-from query_router.router import forget_catalog
 from speed.stream import append
+from tests.helpers import declare_source
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -25,11 +23,7 @@ def read_entries(name: str) -> list[str]:
 
 def declare(stores, **body):
     """Declare a source, create its tables and return its spec."""
-    spec = parse_source(body)
-    save_source(stores.db, spec)
-    register_dataset(stores.db, spec)
-    forget_catalog()  # the router trusts its copy of the catalog for a second
-    return spec
+    return declare_source(stores, body)
 
 
 WEATHER = {

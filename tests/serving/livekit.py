@@ -9,8 +9,8 @@ from contextlib import contextmanager
 
 from werkzeug.serving import make_server
 
-from batch.tables import register_dataset
-from cxd.catalog import SourceSpec, parse_source, save_source
+from cxd.catalog import SourceSpec
+from tests.helpers import declare_source
 
 EVENTS = {
     "name": "events",
@@ -28,10 +28,7 @@ EVENTS = {
 
 def declare_events(stores, name: str = "events") -> SourceSpec:
     """Declare (and create the tables of) a time-series dataset of numbered events."""
-    spec = parse_source({**EVENTS, "name": name})
-    save_source(stores.db, spec)
-    register_dataset(stores.db, spec)
-    return spec
+    return declare_source(stores, {**EVENTS, "name": name})
 
 
 def event(i: int, v: float = 1.0) -> dict:

@@ -8,8 +8,7 @@ import threading
 import pytest
 from werkzeug.serving import make_server
 
-from batch.tables import register_dataset
-from cxd.catalog import parse_source, save_source
+from tests.helpers import declare_source
 
 WEATHER = {
     "name": "weather",
@@ -47,9 +46,7 @@ TEMPS = {
 def datasets(stores):
     """Declare the weather (time series) and levels (instantaneous) webhook datasets."""
     for body in (WEATHER, LEVELS):
-        spec = parse_source(body)
-        save_source(stores.db, spec)
-        register_dataset(stores.db, spec)
+        declare_source(stores, body)
     return stores
 
 

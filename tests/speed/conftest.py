@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from batch.tables import register_dataset
-from cxd.catalog import parse_source, save_source
+from tests.helpers import declare_source
 
 ROOT = Path(__file__).resolve().parents[2]
 SOAK = os.environ.get("CXD_SOAK") == "1"
@@ -42,10 +41,7 @@ def live(stores):
         }
         if speed:
             raw["speed"] = speed
-        spec = parse_source(raw)
-        save_source(stores.db, spec)
-        register_dataset(stores.db, spec)
-        return spec
+        return declare_source(stores, raw)
 
     return declare
 
