@@ -22,6 +22,7 @@ import pytest
 
 from batch.jobs import enqueue_run, recover
 from tests.batch.growing import growing_plugin
+from tests.helpers import child_pids
 
 ROOT = Path(__file__).resolve().parents[2]
 LOADS = int(os.environ.get("CXD_CHAOS_LOADS", "50"))
@@ -83,21 +84,11 @@ class Worker:
     def kill(self) -> None:
         """SIGKILL the worker and its work horse (rq puts the horse in its own session)."""
         if self.proc and self.proc.poll() is None:
-            for pid in [*_children(self.proc.pid), self.proc.pid]:
+            for pid in [*child_pids(self.proc.pid), self.proc.pid]:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             self.proc.wait()
             self.kills += 1
-
-
-def _children(parent: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[1]) == parent:
-                found.append(int(stat.parent.name))
-    return found
 
 
 @pytest.mark.slow

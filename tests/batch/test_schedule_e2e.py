@@ -23,6 +23,7 @@ import yaml
 
 from batch.schedule import scheduler
 from tests.batch.growing import growing_plugin
+from tests.helpers import child_pids, eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 EVERY = 2  # seconds per slot
@@ -30,17 +31,6 @@ POLL = 0.5  # each scheduler's polling interval (seconds)
 ENTRY = "cxd-schedule-ticks-every"
 
 GROWING = growing_plugin(["id", "at"], as_text=True)
-
-
-def _children(parent: int) -> list[int]:
-    """Pids whose parent is ``parent`` (rq work horses, gunicorn workers)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[1]) == parent:
-                found.append(int(stat.parent.name))
-    return found
 
 
 class Processes:
@@ -62,14 +52,14 @@ class Processes:
         proc = self.running.pop(name, None)
         if proc is None or proc.poll() is not None:
             return
-        family = [*_children(proc.pid), proc.pid]
+        family = [*child_pids(proc.pid), proc.pid]
         with contextlib.suppress(ProcessLookupError):
             os.kill(proc.pid, sig)
         try:
             proc.wait(timeout=wait)
         except subprocess.TimeoutExpired:
             pass
-        for pid in [*family, *_children(proc.pid)]:  # nothing of it outlives the test
+        for pid in [*family, *child_pids(proc.pid)]:  # nothing of it outlives the test
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -88,16 +78,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _eventually(check, timeout: float, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what() if callable(what) else what}")
 
 
 def _epoch(iso: str) -> int:
@@ -160,7 +140,7 @@ def test_two_schedulers_restarts_and_a_vanished_entry_run_every_slot_once(
     for name in ("scheduler-a", "scheduler-b"):
         processes.start(name, "cxd.cli", "scheduler", "--interval", str(POLL))
     try:
-        _eventually(lambda: ENTRY in sch, 40, "cxd-ingest to register the schedule")
+        eventually(lambda: ENTRY in sch, 40, "cxd-ingest to register the schedule")
         registered_at = time.time()
         writer.start()
 
@@ -170,7 +150,7 @@ def test_two_schedulers_restarts_and_a_vanished_entry_run_every_slot_once(
                 " WHERE dataset = 'ticks' AND slot IS NOT NULL ORDER BY slot"
             )
 
-        _eventually(
+        eventually(
             lambda: any(r["status"] == "succeeded" for r in slot_runs()), 40, "a first slot run"
         )
         processes.check_alive()
@@ -184,7 +164,7 @@ def test_two_schedulers_restarts_and_a_vanished_entry_run_every_slot_once(
         stores.redis.zrem(sch.scheduled_jobs_key, ENTRY)
         stores.redis.delete(f"rq:job:{ENTRY}")
         assert ENTRY not in sch
-        _eventually(lambda: ENTRY in sch, 5, "cxd-ingest's keeper to register the entry again")
+        eventually(lambda: ENTRY in sch, 5, "cxd-ingest's keeper to register the entry again")
         time.sleep(EVERY)
 
         (tmp_path / "unreachable").touch()  # the next run's fetch fails once; rq retries it
@@ -198,7 +178,7 @@ def test_two_schedulers_restarts_and_a_vanished_entry_run_every_slot_once(
         # then caught up)
         stopped_at = time.time()
         wanted = _slot_start(stopped_at - 2 * POLL)
-        _eventually(
+        eventually(
             lambda: any(r["slot"] and _epoch(r["slot"]) >= wanted for r in slot_runs()),
             20,
             lambda: f"the slot of {wanted} to run: {slot_runs()}",
@@ -213,7 +193,7 @@ def test_two_schedulers_restarts_and_a_vanished_entry_run_every_slot_once(
                 "SELECT count(*) AS n FROM cxd.runs WHERE status NOT IN ('succeeded', 'failed')"
             )["n"] and not stores.redis.llen("rq:queue:cxd-batch")
 
-        _eventually(settled, 30, lambda: f"every run to finish: {slot_runs()}")
+        eventually(settled, 30, lambda: f"every run to finish: {slot_runs()}")
     finally:
         stop_writing.set()
         processes.stop_all()

@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+from tests.helpers import eventually  # noqa: F401  (re-exported for the plugin tests)
+
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
 
@@ -79,14 +81,3 @@ def publish(port: int, messages: list[tuple[str, bytes | str]]) -> None:
     finally:
         client.disconnect()
         client.loop_stop()
-
-
-def eventually(check, timeout: float = 15.0, what: str = "condition"):
-    """Poll ``check()`` until it returns something truthy; return it."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"{what} not reached within {timeout}s (last: {check()!r})")
