@@ -499,6 +499,10 @@ def main() -> int:
             rows,
         )
     )
+    print(
+        "\nTargets: at N = 500, p99 <= 1.5x the ceiling and < 50 ms;"
+        " < 100 KiB of server memory per subscriber."
+    )
     return 0
 
 

@@ -113,7 +113,8 @@ def ensure_home(settings: Settings) -> Path:
     home = settings.home
     try:
         home.mkdir(parents=True, exist_ok=True)
-        probe = home / ".write-test"
+        # a probe of this process's own: the programs of `cxd up` check at the same time
+        probe = home / f".write-test-{os.getpid()}"
         probe.write_text("ok")
         probe.unlink()
     except OSError as exc:
