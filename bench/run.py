@@ -4,7 +4,8 @@
     .venv/bin/python bench/run.py startup         # just bench/startup.py
 
 Each script prints markdown; this runner records the exact command, the machine and
-the date above each table.
+the date above each table. Running some scripts replaces only their sections of the
+page; the others keep their figures (and the page says which run made which).
 """
 
 from __future__ import annotations
@@ -45,9 +46,27 @@ def main(names: list[str]) -> int:
         parts.append(
             f"Command: `.venv/bin/python bench/{script.name}`\n\n{result.stdout.strip()}\n"
         )
+    if names and DOC.exists():
+        parts = _splice(DOC.read_text(), parts[3:], parts[1])
     DOC.write_text("\n".join(parts))
     print(f"wrote {DOC}")
     return 1 if failed else 0
+
+
+def _splice(page: str, sections: list[str], made: str) -> list[str]:
+    """``page`` with the sections of the scripts just run replaced (or added at the end)."""
+    marker = "Command: `"
+    head, *old = page.split(marker)
+    kept = [marker + part.rstrip("\n") + "\n" for part in old]
+    for section in sections:
+        command = section.split("\n", 1)[0]
+        at = [i for i, part in enumerate(kept) if part.split("\n", 1)[0] == command]
+        section = f"{section.rstrip()}\n\n(this section: {made.removeprefix('Made by ')})\n"
+        if at:
+            kept[at[0]] = section
+        else:
+            kept.append(section)
+    return [head.rstrip("\n") + "\n", *kept]
 
 
 if __name__ == "__main__":
