@@ -498,12 +498,12 @@ class _Loader:
         # refresh) gone; then only those rows are written. A hash join: sorting both
         # sides for a merge join, or probing raw's index per staged row with ON CONFLICT
         # (which also locks every unchanged row), costs several times more.
-        key, full = self.unique, self.mode == "full"
+        key, full, reprocess = self.unique, self.mode == "full", self.mode == "reprocess"
         others = [c for c in self.cols if c not in key]
         kept = [sql.Identifier(f"_cxd_k{i}") for i in range(len(key))]
         stmt = sql.SQL(
             "WITH d AS MATERIALIZED ("
-            " SELECT {rkeys}, r._seq AS _cxd_raw, r._run_id AS _cxd_raw_run, {scols},"
+            " SELECT {rkeys}, r._seq AS _cxd_raw,{raw_run} {scols},"
             " s._stream_id, s._run_id, s._ord"
             " FROM {s} s {join} {raw} r ON {m}"
             " WHERE r._seq IS NULL OR (s._ord IS NOT NULL AND {d}){gone_filter}),"
@@ -545,10 +545,9 @@ class _Loader:
             ),
             md=_match(key, "r", "d"),
             # a reprocessed run rewrites only the keys no later run has written since
+            raw_run=sql.SQL(" r._run_id AS _cxd_raw_run," if reprocess else ""),
             later=sql.SQL(
-                " AND (d._cxd_raw_run IS NULL OR d._cxd_raw_run <= d._run_id)"
-                if self.mode == "reprocess"
-                else ""
+                " AND (d._cxd_raw_run IS NULL OR d._cxd_raw_run <= d._run_id)" if reprocess else ""
             ),
             c=_ident_list(self.cols),
         )
