@@ -39,6 +39,25 @@ class JSONProvider(DefaultJSONProvider):
         return to_json_value(o)
 
 
+def error_response(exc: Exception) -> tuple[int, dict, dict[str, str]]:
+    """(status, JSON body, headers) answering ``exc``: a CxdError as itself (with
+    Retry-After when it says when to come back), anything else as a logged 500."""
+    if isinstance(exc, CxdError):
+        retry_after = getattr(exc, "retry_after", None)  # Backpressure: when to come back
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+        return exc.status, exc.to_dict(), headers
+    ref = uuid.uuid4().hex[:12]
+    log.exception("unexpected error %s", ref)
+    body = {
+        "error": {
+            "code": "internal",
+            "message": f"internal error (reference {ref})",
+            "details": None,
+        }
+    }
+    return 500, body, {}
+
+
 def install(app: Flask) -> None:
     """Bind the JSON provider and the error handlers to ``app``."""
     app.json_provider_class = JSONProvider
@@ -46,10 +65,8 @@ def install(app: Flask) -> None:
 
     @app.errorhandler(CxdError)
     def cxd_error(exc: CxdError):
-        retry_after = getattr(exc, "retry_after", None)  # Backpressure: when to come back
-        if retry_after is not None:
-            return jsonify(exc.to_dict()), exc.status, {"Retry-After": str(retry_after)}
-        return jsonify(exc.to_dict()), exc.status
+        status, body, headers = error_response(exc)
+        return jsonify(body), status, headers
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
@@ -64,13 +81,5 @@ def install(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception):
-        ref = uuid.uuid4().hex[:12]
-        log.exception("unexpected error %s", ref)
-        body = {
-            "error": {
-                "code": "internal",
-                "message": f"internal error (reference {ref})",
-                "details": None,
-            }
-        }
-        return jsonify(body), 500
+        status, body, headers = error_response(exc)
+        return jsonify(body), status, headers

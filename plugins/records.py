@@ -147,9 +147,8 @@ def store_once(
         event_ids=[r.get(event_id) for r in records] if event_id else None,
         request_id=request_id,
         dedup_ttl=ttl,
-        key_columns=spec.key if spec.kind == "instantaneous" else (),
-        # the speed layer reads the dataset's speed: settings (backlog cap, durability,
-        # counters) from the spec
+        # the speed layer reads the dataset's key (instantaneous) and speed: settings
+        # (backlog cap, durability, counters) from the spec
         spec=spec,
         also=also,
     )

@@ -28,17 +28,18 @@ import hmac
 import json
 import logging
 import math
-import uuid
 from http import HTTPStatus
 from typing import Any
 
 import orjson
 import redis
 from flask import Blueprint, current_app, jsonify, request
+from werkzeug.datastructures import EnvironHeaders
 
 from cxd.auth import require_recent, token_from_header
 from cxd.catalog import SourceSpec, get_source_recent, parse_duration
-from cxd.errors import BadInput, CxdError, Forbidden, TransientError, Unauthorized
+from cxd.errors import BadInput, Forbidden, TransientError, Unauthorized
+from cxd.web import error_response
 from plugins import health
 from plugins.base import SourcePlugin
 from plugins.records import (
@@ -274,9 +275,10 @@ def receive_request(
             also=lambda pipe: health.count_messages(pipe, dataset, len(records)),
         )
     except (TransientError, redis.RedisError) as exc:
-        if not isinstance(exc, TransientError):
+        answered = isinstance(exc, TransientError)  # refused by Redis: the count rode along
+        if not answered:
             exc = TransientError(f"the speed layer is not reachable now: {exc}")
-        return retry_later(stores, exc, dataset, len(records))
+        return retry_later(stores, exc, dataset, len(records) if answered else 0)
     if stored.duplicates:
         with contextlib.suppress(redis.RedisError):
             health.count_messages(stores.redis, dataset, 0, stored.duplicates)
@@ -312,21 +314,6 @@ def receive(dataset: str):
     return jsonify(body), status, headers
 
 
-class _EnvironHeaders:
-    """Request headers read straight from a WSGI environ (what the fast path needs)."""
-
-    __slots__ = ("environ",)
-
-    def __init__(self, environ: dict):
-        self.environ = environ
-
-    def get(self, name: str, default: Any = None) -> Any:
-        key = name.upper().replace("-", "_")
-        if key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
-            return self.environ.get(key, default)
-        return self.environ.get("HTTP_" + key, default)
-
-
 class HookFastPath:
     """WSGI middleware answering ``POST /hooks/<dataset>`` without Flask's request machinery.
 
@@ -357,21 +344,13 @@ class HookFastPath:
             status, body, headers = receive_request(
                 self.stores,
                 dataset,
-                _EnvironHeaders(environ),
+                EnvironHeaders(environ),
                 length,
                 environ["wsgi.input"],
                 environ.get("CONTENT_TYPE", ""),
             )
-        except CxdError as exc:
-            status, body = exc.status, exc.to_dict()
-            retry_after = getattr(exc, "retry_after", None)
-            headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
-        except Exception:
-            ref = uuid.uuid4().hex[:12]
-            log.exception("unexpected error %s", ref)
-            body = {"error": {"code": "internal", "message": f"internal error (reference {ref})",
-                              "details": None}}  # fmt: skip
-            status, headers = 500, {}
+        except Exception as exc:
+            status, body, headers = error_response(exc)
         payload = orjson.dumps(body)
         start_response(
             f"{status} {HTTPStatus(status).phrase}",

@@ -139,8 +139,7 @@ class Loader:
         # XREADGROUP replies as hiredis parses them: redis-py's reply callback (a dict per
         # entry) costs more than Redis takes to answer
         self._plain = redis.Redis(connection_pool=self.redis.connection_pool)
-        self._plain.response_callbacks.pop("XREADGROUP", None)
-        self._plain.response_callbacks.pop("xreadgroup", None)
+        self._plain.response_callbacks.pop("XREADGROUP", None)  # the dict is case-insensitive
         self._pending_first = True
         self._ahead: _ReadAhead | None = None  # while a reading-ahead round runs
         self._lock_cursor = None
@@ -359,7 +358,7 @@ class Loader:
                     and self._load_part(spec, part[i + 1 :], report)
                 )
         try:
-            self._commit(spec, part, report, frame if not failures else None)
+            self._commit(spec, part, report, frame)  # part is whole here: frame matches it
             return True
         except _POISON as exc:
             if len(part) == 1:

@@ -97,7 +97,6 @@ for i = 1, n do
     local k = tonumber(ARGV[base + 2 * i])
     if k > 0 then
       redis.call('SET', KEYS[k], ids[i], 'PX', ttl)
-      first[k] = ids[i]
     end
   end
 end
@@ -241,6 +240,7 @@ def _run_append(
         if also is not None:
             also(pipe)  # the caller's own bookkeeping rides in the same round trip
         results = pipe.execute(raise_on_error=False)
+        also = None  # the bookkeeping ran with this round trip: a retry must not repeat it
         first = results[0]
         if isinstance(first, redis.exceptions.NoScriptError):
             _APPEND_SHA = client.script_load(_APPEND)  # Redis restarted or SCRIPT FLUSH
