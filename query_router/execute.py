@@ -35,7 +35,7 @@ from query_router.plan import Plan
 from query_router.read_speed import before_snapshot, note_frontier, note_watermark, window_dataset
 from query_router.rewrite_merge import SPEED_PREFIX, speed_columns, unique_columns
 from query_router.speed_eval import typed
-from query_router.speed_rows import BinaryArray, register, row_arrays
+from query_router.speed_rows import BinaryArray, quote_ident, register, row_arrays
 from speed.stream import parse_id
 
 ANALYST_ROLE = "cxd_analyst"
@@ -290,8 +290,8 @@ def speed_row_params(
 def _marks_sql(plan: Plan, windows: list[str]) -> str:
     """The snapshot's first statement: W per dataset, and raw's newest time of ``windows``."""
     newest = " ".join(
-        f"WHEN {_literal(name)} THEN (SELECT max({_ident(plan.datasets[name].time_column)})"
-        f"::text FROM raw.{_ident(name)})"
+        f"WHEN {_literal(name)} THEN (SELECT max({quote_ident(plan.datasets[name].time_column)})"
+        f"::text FROM raw.{quote_ident(name)})"
         for name in windows
     )
     return (
@@ -299,10 +299,6 @@ def _marks_sql(plan: Plan, windows: list[str]) -> str:
         + (f"CASE dataset {newest} END" if newest else "NULL::text")
         + " FROM cxd.watermarks WHERE dataset = ANY(%s)"
     )
-
-
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _literal(text: str) -> str:

@@ -20,7 +20,7 @@ from sqlglot import exp
 from cxd.catalog import SourceSpec
 from query_router.plan import Plan
 from query_router.resolve_datasets import dataset_tables
-from query_router.speed_rows import ORDER, unnest_sql
+from query_router.speed_rows import ORDER, quote_ident, unnest_sql
 
 SPEED_PREFIX = "__cxd_speed_"
 
@@ -43,15 +43,11 @@ def unique_columns(spec: SourceSpec) -> list[str]:
     return cols
 
 
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def relation_sql(spec: SourceSpec, layer: str, position: int | None, extra=()) -> str:
     """SQL of the relation a dataset name stands for under ``layer``."""
-    cols = ", ".join(_q(c) for c in spec.column_names)
-    raw_cols = ", ".join([cols, *(_q(c) for c in extra)])
-    nulls = ", ".join([cols, *(f"CAST(NULL AS timestamptz) AS {_q(c)}" for c in extra)])
+    cols = ", ".join(quote_ident(c) for c in spec.column_names)
+    raw_cols = ", ".join([cols, *(quote_ident(c) for c in extra)])
+    nulls = ", ".join([cols, *(f"CAST(NULL AS timestamptz) AS {quote_ident(c)}" for c in extra)])
     raw = f'raw."{spec.name}"'
     speed = unnest_sql(speed_columns(spec), position) if position else ""
     instant = spec.kind == "instantaneous"
@@ -64,8 +60,8 @@ def relation_sql(spec: SourceSpec, layer: str, position: int | None, extra=()) -
     else:
         unique = unique_columns(spec)
         if unique:
-            match = " AND ".join(f"_s.{_q(c)} = _r.{_q(c)}" for c in unique)
-            keys = ", ".join(_q(c) for c in unique)
+            match = " AND ".join(f"_s.{quote_ident(c)} = _r.{quote_ident(c)}" for c in unique)
+            keys = ", ".join(quote_ident(c) for c in unique)
             raw_part = (
                 f"SELECT {raw_cols}, 0 AS {ORDER} FROM {raw} AS _r"
                 f" WHERE NOT EXISTS (SELECT 1 FROM {speed} WHERE {match})"
@@ -84,9 +80,11 @@ def relation_sql(spec: SourceSpec, layer: str, position: int | None, extra=()) -
         body = f"{raw_part} UNION ALL {speed_part}"
         if not instant:
             return f"SELECT {raw_cols} FROM ({body}) AS _m"
-    keys = ", ".join(_q(c) for c in spec.key)
-    newest = f"{_q(spec.time_column)} DESC NULLS LAST, " if spec.time_column else ""
-    all_cols = ", ".join([*(_q(c) for c in spec.column_names), *(_q(c) for c in extra)])
+    keys = ", ".join(quote_ident(c) for c in spec.key)
+    newest = f"{quote_ident(spec.time_column)} DESC NULLS LAST, " if spec.time_column else ""
+    all_cols = ", ".join(
+        [*(quote_ident(c) for c in spec.column_names), *(quote_ident(c) for c in extra)]
+    )
     return (
         f"SELECT DISTINCT ON ({keys}) {all_cols} FROM ({body}) AS _m"
         f" ORDER BY {keys}, {newest}{ORDER} DESC"

@@ -35,6 +35,11 @@ class _Unfit(Exception):
     """A value with no plain binary form: its column goes as text."""
 
 
+def quote_ident(name: str) -> str:
+    """``name`` as a quoted SQL identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 def _micros(delta) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
@@ -191,5 +196,5 @@ def unnest_sql(columns: list[tuple[str, str]], first: int) -> str:
         f"CAST(${first + i} AS {ctype}[])"
         for i, (_, ctype) in enumerate([*columns, (ORDER, "bigint")])
     ]
-    names = ", ".join('"' + name.replace('"', '""') + '"' for name, _ in columns)
+    names = ", ".join(quote_ident(name) for name, _ in columns)
     return f"unnest({', '.join(casts)}) AS _s({names}, {ORDER})"
