@@ -142,37 +142,36 @@ def _worker_stores() -> Stores:
 
 
 @contextlib.contextmanager
-def _run_lock(db, run_id: int) -> Iterator[bool]:
-    """Hold the advisory lock of ``run_id`` for the block; yields False if someone has it."""
+def _run_lock(db, run_id: int) -> Iterator[tuple[bool, Any]]:
+    """Hold the advisory lock of ``run_id`` for the block; yields whether it was got (False
+    if someone has it) and a cursor of the connection holding it, for :func:`_dataset_lock`."""
     with db.connection() as conn, conn.cursor() as cur:
         cur.execute("SELECT pg_try_advisory_lock(%s, %s)", (_LOCK_CLASS, run_id))
         got = cur.fetchone()[0]
         conn.commit()
         try:
-            yield got
+            yield got, cur
         finally:
             if got:
                 cur.execute("SELECT pg_advisory_unlock(%s, %s)", (_LOCK_CLASS, run_id))
 
 
 @contextlib.contextmanager
-def _dataset_lock(db, dataset: str) -> Iterator[None]:
+def _dataset_lock(cur, dataset: str) -> Iterator[None]:
     """Hold ``dataset``'s lock for the block, waiting while another run of it holds it.
 
     Runs of one dataset execute one at a time: two incremental runs (two slots whose runs
     overlap, two workers) would otherwise fetch from the same cursor and load the same
-    rows twice. A killed process's lock goes with its connection.
+    rows twice. Taken on the run lock's connection (``cur``), so a run holds one idle
+    connection for both; a killed process's locks go with it.
     """
-    with db.connection() as conn, conn.cursor() as cur:
-        cur.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (_DATASET_LOCK_CLASS, dataset))
-        conn.commit()
-        try:
-            yield
-        finally:
-            cur.execute(
-                "SELECT pg_advisory_unlock(%s, hashtext(%s))", (_DATASET_LOCK_CLASS, dataset)
-            )
-            conn.commit()
+    cur.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (_DATASET_LOCK_CLASS, dataset))
+    cur.connection.commit()
+    try:
+        yield
+    finally:
+        cur.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (_DATASET_LOCK_CLASS, dataset))
+        cur.connection.commit()
 
 
 class _Steps:
@@ -212,12 +211,12 @@ def execute_run(
     to queued; otherwise the run fails naming the step and the cause.
     """
     db = stores.db
-    with _run_lock(db, run_id) as mine:
+    with _run_lock(db, run_id) as (mine, lock_cur):
         run = runs.get_run(db, run_id)
         if not mine or run["status"] in ("succeeded", "failed"):
             log.info("run %s is %s elsewhere; skipped", run_id, "running" if not mine else "done")
             return run
-        with _dataset_lock(db, run["dataset"]):
+        with _dataset_lock(lock_cur, run["dataset"]):
             _execute_locked(stores, run, retry_transient, on_progress)
     return runs.get_run(db, run_id)
 
@@ -509,7 +508,7 @@ def recover(stores: Stores) -> list[int]:
             continue
         if run["status"] == "queued" and run["job_id"] is None and not run["stale"]:
             continue  # being enqueued now; one left without a job (its enqueuer died) is stale
-        with _run_lock(db, run["id"]) as free:
+        with _run_lock(db, run["id"]) as (free, _):
             if not free:
                 continue  # a live process is executing it
             current = runs.get_run(db, run["id"])
