@@ -45,9 +45,10 @@ def keeper(settings: Settings, stop: threading.Event) -> None:
     from batch.jobs import RECOVER_EVERY, recover
     from batch.schedule import register_schedules
     from cxd.catalog import list_sources
-    from speed.loader import drain, register_schedule
+    from speed.loader import drain, drainer, register_schedule
 
     stores = open_stores(settings, application_name="cxd-ingest-keeper")
+    draining = drainer(stores)
     rounds = 0
     while not stop.is_set():
         rounds += 1
@@ -61,7 +62,7 @@ def keeper(settings: Settings, stop: threading.Event) -> None:
             register_schedule(stores)  # the speed loader's rq job, for when no keeper runs
             for spec in specs:
                 if spec.type in ("webhook", "mqtt"):
-                    drain(stores, spec.name)
+                    drain(stores, spec.name, loader=draining)
         except Exception:
             log.exception("ingest keeper round failed; retrying")
         stop.wait(KEEPER_INTERVAL)

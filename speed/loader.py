@@ -632,10 +632,17 @@ def _json(value: Any) -> str:
     return json.dumps(value, default=str)
 
 
-def drain(stores: Stores, dataset: str, batch_size: int = 50_000) -> int:
-    """Load every event waiting for ``dataset`` into raw; return how many were loaded."""
-    loader = Loader(stores, batch_size=batch_size, max_batches=1_000_000, read_ahead=True)
-    return loader.load(dataset).loaded
+def drainer(stores: Stores, batch_size: int = 50_000) -> Loader:
+    """A loader whose every round loads all that waits, reading the next batch ahead."""
+    return Loader(stores, batch_size=batch_size, max_batches=1_000_000, read_ahead=True)
+
+
+def drain(
+    stores: Stores, dataset: str, batch_size: int = 50_000, loader: Loader | None = None
+) -> int:
+    """Load every event waiting for ``dataset`` into raw; return how many were loaded.
+    ``loader``: a :func:`drainer` kept by a caller that drains again and again."""
+    return (loader or drainer(stores, batch_size)).load(dataset).loaded
 
 
 def load_live(stores: Stores, loader: Loader | None = None) -> list[LoadReport]:
