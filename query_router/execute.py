@@ -33,8 +33,8 @@ from cxd.stores import Stores
 from query_router.exceptions import QueryError
 from query_router.plan import Plan
 from query_router.read_speed import before_snapshot, note_frontier, note_watermark, window_dataset
-from query_router.rewrite_merge import SPEED_PREFIX, speed_columns, unique_columns
-from query_router.speed_eval import typed
+from query_router.rewrite_merge import SPEED_PREFIX, speed_columns
+from query_router.speed_eval import in_range
 from query_router.speed_rows import BinaryArray, quote_ident, register, row_arrays
 from speed.stream import parse_id
 
@@ -221,41 +221,6 @@ def run_as_analyst(
 _encoded: dict[tuple, list[BinaryArray | str]] = {}
 
 
-def _in_range(plan: Plan, name: str):
-    """A test keeping only speed rows the query's filters can let through, or None.
-
-    Filters are the time range and ``column = value`` conjuncts read on every reference to
-    the dataset, and apply only to columns a speed row cannot use to replace a raw row
-    that passes them (no declared key, or a key that includes the column).
-    """
-    spec = plan.datasets[name]
-    unique = unique_columns(spec)
-    lower, upper = plan.bounds.get(name, (None, None))
-    if unique and spec.time_column not in unique:
-        lower = upper = None
-    equal = {c: v for c, v in plan.equalities.get(name, {}).items() if not unique or c in unique}
-    if lower is None and upper is None and not equal:
-        return None
-    types = {c: spec.column_type(c) for c in equal}
-
-    def keep(t, rec) -> bool:
-        for column, allowed in equal.items():
-            try:
-                if typed(types[column], rec.get(column)) not in allowed:
-                    return False
-            except (TypeError, ValueError):
-                return True  # let Postgres decide
-        if t is None:
-            return True
-        if lower is not None and (t < lower.value or (t == lower.value and not lower.inclusive)):
-            return False
-        return not (
-            upper is not None and (t > upper.value or (t == upper.value and not upper.inclusive))
-        )
-
-    return keep
-
-
 def speed_row_params(
     plan: Plan, name: str, watermark: str, scope: str = ""
 ) -> list[BinaryArray | str]:
@@ -268,7 +233,7 @@ def speed_row_params(
     # a live window reads no raw row: every event above the frontier's W counts
     live = plan.layers[name] == "speed"
     start = 0 if live else bisect.bisect_right(view.ids, parse_id(watermark))
-    keep = _in_range(plan, name)
+    keep = in_range(plan, name)
     bounds = (plan.bounds.get(name), plan.equalities.get(name)) if keep else None
     last = view.entries[-1][0] if view.entries else None
     memo = (scope, name, watermark, live, last, len(view.entries) - start, repr(bounds))

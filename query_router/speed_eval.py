@@ -15,6 +15,7 @@ from sqlglot import exp
 from cxd.catalog import SourceSpec
 from query_router.extract_time_bounds import as_instant
 from query_router.plan import Plan
+from query_router.rewrite_merge import unique_columns
 
 _OPS = {
     exp.EQ: operator.eq, exp.NEQ: operator.ne, exp.GT: operator.gt, exp.GTE: operator.ge,
@@ -144,10 +145,54 @@ def evaluate(plan: Plan, tree: exp.Expression) -> dict[str, Any] | None:
 
 
 def _rows(plan: Plan, name: str, spec: SourceSpec) -> list[dict[str, Any]]:
-    """The dataset's speed rows, typed: latest values, or every event of a live window."""
+    """The dataset's speed rows, typed: latest values, or the events of a live window
+    (those the query's filters cannot let through are dropped before typing)."""
     view = plan.speed[name]
-    records = view.latest if view.latest is not None else [rec for _, rec in view.entries]
+    if view.latest is not None:
+        records = view.latest
+    else:
+        keep = in_range(plan, name)
+        records = [
+            rec
+            for (_, rec), t in zip(view.entries, view.times, strict=True)
+            if keep is None or keep(t, rec)
+        ]
     return [{c.name: typed(c.type, rec.get(c.name)) for c in spec.columns} for rec in records]
+
+
+def in_range(plan: Plan, name: str):
+    """A test keeping only speed rows the query's filters can let through, or None.
+
+    Filters are the time range and ``column = value`` conjuncts read on every reference to
+    the dataset, and apply only to columns a speed row cannot use to replace a raw row
+    that passes them (no declared key, or a key that includes the column).
+    """
+    spec = plan.datasets[name]
+    unique = unique_columns(spec)
+    lower, upper = plan.bounds.get(name, (None, None))
+    if unique and spec.time_column not in unique:
+        lower = upper = None
+    equal = {c: v for c, v in plan.equalities.get(name, {}).items() if not unique or c in unique}
+    if lower is None and upper is None and not equal:
+        return None
+    types = {c: spec.column_type(c) for c in equal}
+
+    def keep(t, rec) -> bool:
+        for column, allowed in equal.items():
+            try:
+                if typed(types[column], rec.get(column)) not in allowed:
+                    return False
+            except (TypeError, ValueError):
+                return True  # let Postgres decide
+        if t is None:
+            return True
+        if lower is not None and (t < lower.value or (t == lower.value and not lower.inclusive)):
+            return False
+        return not (
+            upper is not None and (t > upper.value or (t == upper.value and not upper.inclusive))
+        )
+
+    return keep
 
 
 def _sort(rows: list[dict], order: exp.Order | None, key_of) -> list[dict]:
